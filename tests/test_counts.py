@@ -1,0 +1,129 @@
+"""Parameter and MAC counts equal the paper's tables (issue 2, Exactness)."""
+
+import pytest
+
+from resnet_jax import models
+from resnet_jax import summary
+from tests.helpers import load_config
+
+
+def counts(arg: str) -> dict:
+  config = load_config(f'configs/{arg}')
+  model = models.build(config.model, config.data.num_classes)
+  return summary.count(model, config.data.image_size)
+
+
+# Options A / B (torchvision's published counts for B on ImageNet).
+PARAMS_AB = {
+  'cifar10.py:resnet20': (269_722, 272_474),
+  'cifar10.py:resnet32': (464_154, 466_906),
+  'cifar10.py:resnet44': (658_586, 661_338),
+  'cifar10.py:resnet56': (853_018, 855_770),
+  'cifar10.py:resnet110': (1_727_962, 1_730_714),
+  'imagenet.py:resnet18': (11_515_688, 11_689_512),
+  'imagenet.py:resnet34': (21_623_848, 21_797_672),
+  'imagenet.py:resnet50': (22_780_456, 25_557_032),
+  'imagenet.py:resnet101': (41_772_584, 44_549_160),
+  'imagenet.py:resnet152': (57_416_232, 60_192_808),
+}
+# Option C on ImageNet: a projection in every block.
+PARAMS_C_IMAGENET = {
+  'imagenet.py:resnet18': 12_043_816,
+  'imagenet.py:resnet34': 22_716_840,
+  'imagenet.py:resnet50': 40_128_552,
+  'imagenet.py:resnet101': 76_981_288,
+  'imagenet.py:resnet152': 107_335_720,
+}
+# The issue's CIFAR option-C figures project only the blocks whose shape
+# does not change; the paper's C ("all shortcuts are projections") also
+# projects the two stage transitions, 16->32 and 32->64 with their BN:
+# (16*32 + 2*32) + (32*64 + 2*64) = 2,752 more parameters.
+PARAMS_C_CIFAR_ISSUE = {
+  'cifar10.py:resnet20': 281_210,
+  'cifar10.py:resnet32': 486_842,
+  'cifar10.py:resnet44': 692_474,
+  'cifar10.py:resnet56': 898_106,
+  'cifar10.py:resnet110': 1_823_450,
+}
+CIFAR_TRANSITION_PROJECTIONS = 16 * 32 + 2 * 32 + 32 * 64 + 2 * 64
+
+
+@pytest.mark.parametrize('arg', PARAMS_AB)
+def test_params_options_a_b_d(arg):
+  a, b = PARAMS_AB[arg]
+  assert counts(f'{arg},shortcut=A')['params'] == a
+  assert counts(f'{arg},shortcut=B')['params'] == b
+  assert counts(f'{arg},shortcut=D')['params'] == b  # D: B's projections
+
+
+@pytest.mark.parametrize('arg', PARAMS_C_IMAGENET)
+def test_params_option_c_imagenet(arg):
+  assert counts(f'{arg},shortcut=C')['params'] == PARAMS_C_IMAGENET[arg]
+
+
+@pytest.mark.parametrize('arg', PARAMS_C_CIFAR_ISSUE)
+def test_params_option_c_cifar(arg):
+  expected = PARAMS_C_CIFAR_ISSUE[arg] + CIFAR_TRANSITION_PROJECTIONS
+  assert CIFAR_TRANSITION_PROJECTIONS == 2_752
+  assert counts(f'{arg},shortcut=C')['params'] == expected
+
+
+def test_params_resnet1202_and_resnext():
+  assert counts('cifar10.py:resnet1202')['params'] == 19_421_274
+  assert counts('imagenet.py:resnext50_32x4d')['params'] == 25_028_904
+
+
+@pytest.mark.parametrize('depth', [20, 32, 44, 56, 110])
+def test_plain_cifar_has_option_a_params(depth):
+  plain = counts(f'cifar10.py:plain{depth}')['params']
+  assert plain == PARAMS_AB[f'cifar10.py:resnet{depth}'][0]
+
+
+@pytest.mark.parametrize('depth', [18, 34])
+def test_plain_imagenet_has_option_a_params(depth):
+  plain = counts(f'imagenet.py:plain{depth}')['params']
+  assert plain == PARAMS_AB[f'imagenet.py:resnet{depth}'][0]
+
+
+# Forward multiply-accumulates per image, within 1%. The ImageNet-18/34
+# figures include the option-B projections (torchvision's layout).
+MACS = {
+  'cifar10.py:resnet20': 40.6e6,
+  'cifar10.py:resnet56': 125.5e6,
+  'cifar10.py:resnet110': 252.9e6,
+  'imagenet.py:resnet18,shortcut=B': 1.814e9,
+  'imagenet.py:resnet34,shortcut=B': 3.664e9,
+  'imagenet.py:resnet50': 3.858e9,
+  'imagenet.py:resnet101': 7.570e9,
+  'imagenet.py:resnet152': 11.282e9,
+  'imagenet.py:resnet50,stride=v1.5': 4.089e9,
+}
+
+
+@pytest.mark.parametrize('arg', MACS)
+def test_macs(arg):
+  assert counts(arg)['macs'] == pytest.approx(MACS[arg], rel=0.01)
+
+
+def test_macs_exact_resnet20():
+  # 3x3x3x16 stem at 32x32, 6 convs per stage, 640 in the classifier.
+  stem = 32 * 32 * 16 * 27
+  stage1 = 6 * 32 * 32 * 16 * 144
+  stage2 = 16 * 16 * 32 * 144 + 5 * 16 * 16 * 32 * 288
+  stage3 = 8 * 8 * 64 * 288 + 5 * 8 * 8 * 64 * 576
+  rows = {s['name']: s['macs'] for s in counts('cifar10.py:resnet20')['stages']}
+  assert rows == dict(
+    stem=stem, stage1=stage1, stage2=stage2, stage3=stage3, head=640
+  )
+
+
+def test_stage_output_shapes_resnet50():
+  stages = counts('imagenet.py:resnet50')['stages']
+  assert [(s['name'], s['output_shape']) for s in stages] == [
+    ('stem', [56, 56, 64]),
+    ('stage1', [56, 56, 256]),
+    ('stage2', [28, 28, 512]),
+    ('stage3', [14, 14, 1024]),
+    ('stage4', [7, 7, 2048]),
+    ('head', [1000]),
+  ]

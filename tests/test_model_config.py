@@ -1,0 +1,138 @@
+"""Config arguments, bad input and the summary command (issue 2)."""
+
+import json
+
+import pytest
+
+from resnet_jax import config_args
+from resnet_jax import models
+from resnet_jax.errors import ConfigError
+from tests.helpers import load_config
+from tests.helpers import run_cli
+
+
+def test_paper_defaults():
+  cifar = load_config('configs/cifar10.py:resnet110').model
+  assert (cifar.shortcut, cifar.block, cifar.stride, cifar.init) == (
+    'A',
+    'standard',
+    'v1',
+    'fan_in',
+  )
+  assert load_config('configs/imagenet.py:resnet34').model.shortcut == 'A'
+  assert load_config('configs/imagenet.py:resnet50').model.shortcut == 'B'
+  plain = load_config('configs/cifar10.py:plain56').model
+  assert not plain.residual and plain.shortcut is None
+
+
+def test_options_reach_the_model():
+  model = models.build(
+    load_config(
+      'configs/imagenet.py:resnet50,shortcut=D,stride=v1.5,block=preact,'
+      'dtype=bfloat16'
+    ).model,
+    1000,
+  )
+  assert (model.shortcut, model.stride_in) == ('D', 'v1.5')
+  assert model.block_cls.__name__ == 'PreActBottleneckBlock'
+  assert model.dtype.__name__ == 'bfloat16'
+
+
+@pytest.mark.parametrize(
+  'arg,message',
+  [
+    ('vgg16', 'unknown model'),
+    ('resnet20,shortcut=E', 'not one of A, B, C, D'),
+    ('resnet20,stride=v2', 'not one of v1, v1.5'),
+    ('resnet20,block=bottle', 'not one of standard, preact'),
+    ('resnet20,width=2', 'KEY one of shortcut, block, stride, dtype'),
+    ('plain20,shortcut=B', 'plain nets have no shortcut'),
+    ('resnext50', 'needs cardinality and width'),
+  ],
+)
+def test_bad_config_arguments(arg, message):
+  with pytest.raises(ConfigError, match=message):
+    config_args.parse(arg)
+
+
+@pytest.mark.parametrize(
+  'arg,key,value,message',
+  [
+    ('cifar10.py:resnet21', None, None, r'not 6n\+2'),
+    ('cifar10.py:resnet2', None, None, r'not 6n\+2'),
+    ('imagenet.py:resnet20', None, None, 'not one of 18, 34, 50, 101, 152'),
+    ('cifar10.py:resnet20', 'shortcut', 'E', 'not one of A, B, C, D'),
+    ('cifar10.py:plain20', 'shortcut', 'A', 'on a plain net'),
+    ('cifar10.py:resnet20', 'block', 'x', 'not one of standard, preact'),
+    ('cifar10.py:resnet20', 'stride', 'v1.5', 'bottleneck nets'),
+    ('imagenet.py:resnet50', 'stride', 'v3', 'not one of v1, v1.5'),
+    ('cifar10.py:resnet20', 'dtype', 'float16', 'float32, bfloat16'),
+    ('cifar10.py:resnet20', 'init', 'xavier', 'fan_in, fan_out'),
+  ],
+)
+def test_bad_model_values_rejected_by_build(arg, key, value, message):
+  config = load_config(f'configs/{arg}')
+  if key:
+    config.model[key] = value
+  with pytest.raises(ConfigError, match=message):
+    models.build(config.model, config.data.num_classes)
+
+
+def test_summary_json():
+  result = run_cli(
+    '-m',
+    'resnet_jax.summary',
+    '--config=configs/cifar10.py:resnet20,shortcut=B',
+    '--json',
+  )
+  assert result.returncode == 0, result.stderr
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary['params'] == 272_474
+  assert summary['macs'] == 40_813_184
+  assert [s['name'] for s in summary['stages']] == [
+    'stem',
+    'stage1',
+    'stage2',
+    'stage3',
+    'head',
+  ]
+
+
+def test_summary_table():
+  result = run_cli(
+    '-m', 'resnet_jax.summary', '--config=configs/imagenet.py:resnet50'
+  )
+  assert result.returncode == 0, result.stderr
+  last = result.stdout.strip().splitlines()[-1].split()
+  assert last == ['total', '25,557,032', '3,857,973,248']
+
+
+@pytest.mark.parametrize(
+  'flags,message',
+  [
+    (['--config=configs/cifar10.py:resnet21'], 'not 6n+2'),
+    (['--config=configs/cifar10.py:resnet20,shortcut=E'], 'A, B, C, D'),
+    (
+      ['--config=configs/cifar10.py:resnet20', '--config.model.shortcutt=B'],
+      "unknown config key 'shortcutt' (did you mean 'shortcut'?)",
+    ),
+    (
+      ['--config=configs/cifar10.py:resnet20', '--config.model.depth=x'],
+      'invalid literal',
+    ),
+    (
+      ['--config=configs/cifar10.py:plain20', '--config.model.shortcut=B'],
+      'plain nets have no shortcut',
+    ),
+    (['--config=configs/missing.py'], 'cannot load --config'),
+  ],
+)
+def test_summary_bad_input_one_line_and_exit_2(flags, message):
+  result = run_cli('-m', 'resnet_jax.summary', *flags)
+  assert result.returncode == 2
+  assert result.stdout == ''
+  errors = [
+    line for line in result.stderr.splitlines() if line.startswith('error:')
+  ]
+  assert len(errors) == 1 and message in errors[0], result.stderr
+  assert 'Traceback' not in result.stderr

@@ -1,0 +1,270 @@
+"""Structure and behaviour of the networks (issue 2)."""
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from resnet_jax import blocks
+from resnet_jax import models
+from tests.helpers import load_config
+
+
+def build(arg):
+  config = load_config(f'configs/{arg}')
+  return models.build(config.model, config.data.num_classes)
+
+
+def param_shapes(model, size):
+  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  return jax.eval_shape(model.init, jax.random.key(0), x)['params']
+
+
+def blocks_with_projection(params):
+  """Names of the blocks whose shortcut has a 1x1 projection and its BN."""
+  found = []
+  for name, block in params.items():
+    shortcut = block.get('shortcut', {}) if isinstance(block, dict) else {}
+    if shortcut:
+      assert set(shortcut) == {'conv_proj', 'bn_proj'}
+      found.append(name)
+  return found
+
+
+def block_names(params):
+  return [n for n in params if n.startswith('stage')]
+
+
+@pytest.mark.parametrize(
+  'arg,size,transitions',
+  [
+    ('cifar10.py:resnet20', 32, 2),
+    ('cifar10.py:resnet56', 32, 2),
+    ('imagenet.py:resnet18', 64, 3),
+    ('imagenet.py:resnet34', 64, 3),
+    ('imagenet.py:resnet50', 64, 4),  # stage 1 widens 64 -> 256 too
+    ('imagenet.py:resnet101', 64, 4),
+  ],
+)
+def test_shortcut_structure(arg, size, transitions):
+  def projected(shortcut):
+    return blocks_with_projection(
+      param_shapes(build(f'{arg},shortcut={shortcut}'), size)
+    )
+
+  assert projected('A') == []
+  b = projected('B')
+  assert len(b) == transitions
+  assert all(name.endswith('_block0') for name in b)
+  assert projected('D') == b
+  all_blocks = block_names(param_shapes(build(arg), size))
+  assert projected('C') == all_blocks
+
+
+@pytest.mark.parametrize('arg', ['cifar10.py:plain20', 'imagenet.py:plain34'])
+def test_plain_nets_have_no_shortcut(arg):
+  model = build(arg)
+  assert model.shortcut is None
+  params = param_shapes(model, 64)
+  paths = ['/'.join(p) for p in flax.traverse_util.flatten_dict(params)]
+  assert not any('shortcut' in p for p in paths)
+
+
+def test_option_a_pads_subsampled_identity_with_zeros():
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 16))
+  sc = blocks.Shortcut('A', 32, 2, models.conv_padded, nn.BatchNorm)
+  y, variables = sc.init_with_output(jax.random.key(0), x)
+  assert variables == {}  # option A has no parameters
+  np.testing.assert_array_equal(y[..., :16], x[:, ::2, ::2, :])
+  np.testing.assert_array_equal(y[..., 16:], 0)
+
+
+def test_option_d_average_pools_before_a_stride_one_projection():
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 16))
+  norm = lambda name: nn.BatchNorm(use_running_average=True, name=name)
+  sc = blocks.Shortcut('D', 32, 2, models.conv_padded, norm)
+  y, variables = sc.init_with_output(jax.random.key(0), x)
+  kernel = variables['params']['conv_proj']['kernel']
+  pooled = x.reshape(2, 4, 2, 4, 2, 16).mean(axis=(2, 4))
+  expected = jnp.einsum('nhwc,cd->nhwd', pooled, kernel[0, 0])
+  expected = expected / jnp.sqrt(1 + 1e-5)  # BN at init: identity
+  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+  'block_cls,features', [(blocks.BasicBlock, 16), (blocks.BottleneckBlock, 64)]
+)
+@pytest.mark.parametrize('shortcut', ['A', 'B', 'D'])
+@pytest.mark.parametrize('train', [True, False])
+def test_zero_branch_returns_relu_of_input(
+  block_cls, features, shortcut, train
+):
+  norm = lambda **kw: nn.BatchNorm(use_running_average=not train, **kw)
+  block = block_cls(
+    features=features,
+    strides=1,
+    conv=models.conv_padded,
+    norm=norm,
+    shortcut=shortcut,
+    zero_init_last_bn=True,
+  )
+  x = jax.random.normal(jax.random.key(3), (2, 8, 8, features))
+  variables = block.init(jax.random.key(0), x)
+  y, _ = block.apply(variables, x, mutable=['batch_stats'])
+  np.testing.assert_allclose(y, nn.relu(x), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+  'block_cls,features',
+  [(blocks.PreActBasicBlock, 16), (blocks.PreActBottleneckBlock, 64)],
+)
+def test_zero_branch_preact_block_is_identity(block_cls, features):
+  norm = lambda **kw: nn.BatchNorm(use_running_average=True, **kw)
+  block = block_cls(
+    features=features,
+    strides=1,
+    conv=models.conv_padded,
+    norm=norm,
+    shortcut='B',
+    zero_init_last_bn=True,
+  )
+  x = jax.random.normal(jax.random.key(3), (2, 8, 8, features))
+  y = block.apply(block.init(jax.random.key(0), x), x)
+  np.testing.assert_allclose(y, x, atol=1e-6)  # a clean identity path
+
+
+def test_bottleneck_stride_placement():
+  def kernel_strides(stride):
+    seen = {}
+
+    def record(next_fun, args, kwargs, context):
+      m = context.module
+      if isinstance(m, nn.Conv) and m.path[0] == 'stage2_block0':
+        seen[m.name] = m.strides
+      return next_fun(*args, **kwargs)
+
+    model = build(f'imagenet.py:resnet50,stride={stride}')
+    x = jnp.zeros((1, 64, 64, 3))
+    with nn.intercept_methods(record):
+      jax.eval_shape(model.init, jax.random.key(0), x)
+    return seen['conv1'], seen['conv2']
+
+  assert kernel_strides('v1') == (2, 1)
+  assert kernel_strides('v1.5') == (1, 2)
+
+
+def test_he_normal_init_and_bn_defaults():
+  for mode, fan in [('fan_in', 3 * 3 * 64), ('fan_out', 3 * 3 * 64)]:
+    config = load_config('configs/cifar10.py:resnet110')
+    config.model.init = mode
+    model = models.build(config.model, 10)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
+    kernels = [params[f'stage3_block{i}']['conv2']['kernel'] for i in range(18)]
+    std = float(jnp.std(jnp.stack(kernels)))
+    assert std == pytest.approx(np.sqrt(2 / fan), rel=0.01)
+  # A conv whose fans differ tells fan_in from fan_out: 3x3x3 -> 16.
+  stem = params['conv_init']['kernel']
+  assert stem.shape == (3, 3, 3, 16)
+  assert model.bn_momentum == 0.9 and model.bn_epsilon == 1e-5
+  assert not model.zero_init_last_bn
+
+
+def test_bn_running_average_uses_flax_momentum():
+  model = build('cifar10.py:resnet20')
+  x = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3)) + 1.0
+  variables = model.init(jax.random.key(1), x)
+  _, state = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  conv = variables['params']['conv_init']['kernel']
+  y = jax.lax.conv_general_dilated(
+    x,
+    conv,
+    (1, 1),
+    ((1, 1), (1, 1)),
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+  )
+  new_mean = state['batch_stats']['bn_init']['mean']
+  # 0.9 * old (zero) + 0.1 * batch mean: PyTorch's momentum=0.1.
+  np.testing.assert_allclose(
+    new_mean, 0.1 * y.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6
+  )
+
+
+def test_zero_init_residual_switch():
+  config = load_config('configs/cifar10.py:resnet20')
+  config.model.zero_init_residual = True
+  model = models.build(config.model, 10)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
+  assert not params['stage1_block0']['bn2']['scale'].any()
+  assert params['stage1_block0']['bn1']['scale'].all()
+
+
+NAMED = {
+  'ResNet20': (models.ResNet20, 32),
+  'ResNet32': (models.ResNet32, 32),
+  'ResNet44': (models.ResNet44, 32),
+  'ResNet56': (models.ResNet56, 32),
+  'ResNet110': (models.ResNet110, 32),
+  'ResNet1202': (models.ResNet1202, 32),
+  'Plain20': (models.Plain20, 32),
+  'Plain32': (models.Plain32, 32),
+  'Plain44': (models.Plain44, 32),
+  'Plain56': (models.Plain56, 32),
+  'Plain110': (models.Plain110, 32),
+  'ResNet18': (models.ResNet18, 64),
+  'ResNet34': (models.ResNet34, 64),
+  'ResNet50': (models.ResNet50, 64),
+  'ResNet101': (models.ResNet101, 64),
+  'ResNet152': (models.ResNet152, 64),
+  'Plain18': (models.Plain18, 64),
+  'Plain34': (models.Plain34, 64),
+  'ResNeXt50_32x4d': (models.ResNeXt50_32x4d, 64),
+}
+
+
+@pytest.mark.parametrize('name', NAMED)
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_named_models_forward(name, dtype):
+  """Shapes, dtypes and finite outputs, run eagerly: compiling the deepest
+  nets would take minutes, while eager dispatch reuses per-shape kernels."""
+  factory, size = NAMED[name]
+  model = factory(dtype=dtype)
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+  with jax.disable_jit():
+    variables = model.init(jax.random.key(1), x)
+    logits, state = model.apply(
+      variables, x, train=True, mutable=['batch_stats']
+    )
+  assert logits.shape == (2, model.num_classes)
+  assert logits.dtype == jnp.float32  # logits in f32 whatever the dtype
+  assert bool(jnp.isfinite(logits).all())
+  leaves = jax.tree.leaves(variables['params']) + jax.tree.leaves(state)
+  assert {leaf.dtype for leaf in leaves} == {jnp.dtype(jnp.float32)}
+
+
+def test_named_models_equal_config_models():
+  pairs = [
+    ('cifar10.py:resnet56', models.ResNet56),
+    ('cifar10.py:plain20', models.Plain20),
+    ('imagenet.py:resnet34', models.ResNet34),
+    ('imagenet.py:resnet152', models.ResNet152),
+    ('imagenet.py:resnext50_32x4d', models.ResNeXt50_32x4d),
+  ]
+  for arg, factory in pairs:
+    assert build(arg) == factory(), arg
+
+
+def test_block_responses_for_figure7():
+  model = build('cifar10.py:resnet62')  # 10 blocks a stage: numeric order
+  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  variables = model.init(jax.random.key(1), x)
+  responses = models.block_responses(model, variables, x)
+  names = [name for name, _ in responses]
+  assert names == [f'stage{s}_block{b}' for s in (1, 2, 3) for b in range(10)]
+  assert all(len(r) == 2 for _, r in responses)
+  assert responses[0][1][-1].shape == (2, 32, 32, 16)
+  assert responses[-1][1][-1].shape == (2, 8, 8, 64)
+  plain = build('cifar10.py:plain20')
+  pv = plain.init(jax.random.key(1), x)
+  assert len(models.block_responses(plain, pv, x)) == 9
