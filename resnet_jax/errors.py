@@ -6,6 +6,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 
 class ConfigError(ValueError):
@@ -55,6 +56,8 @@ def run(main):
 
   @functools.wraps(main)
   def checked_main(argv):
+    if not flags.FLAGS['verbosity'].present:  # Orbax logs much at INFO
+      logging.set_verbosity(logging.WARNING)
     try:
       return main(argv)
     except ConfigError as e:

@@ -1,0 +1,59 @@
+"""Batches chosen and augmented on the device, inside the compiled step.
+
+The batch at a step is a pure function of (seed, step): epoch e visits the
+training set in the order of a permutation keyed by (seed, e), and each
+example's crop and flip are keyed by (seed, step, position in the global
+batch). A resumed run therefore sees exactly the batches of an
+uninterrupted one, whatever the number of devices.
+"""
+
+import jax
+import jax.numpy as jnp
+
+PAD = 4  # section 4.2: 4 pixels padded on each side, then a 32x32 crop
+
+
+def batch_indices(key, step, num_examples: int, global_batch: int, positions):
+  """Dataset indices of `positions` of the global batch at `step`.
+
+  Each epoch drops its last partial batch, so every batch is full.
+  """
+  steps_per_epoch = num_examples // global_batch
+  epoch, within = jnp.divmod(step, steps_per_epoch)
+  order = jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+  return order[within * global_batch + positions]
+
+
+def crop_and_flip(key, image):
+  """A random 32x32 crop of the zero-padded image, flipped half the time.
+
+  Padding after mean subtraction pads with the mean image, as the
+  authors' Caffe pipeline did.
+  """
+  crop_key, flip_key = jax.random.split(key)
+  h, w, c = image.shape
+  padded = jnp.pad(image, ((PAD, PAD), (PAD, PAD), (0, 0)))
+  dy, dx = jax.random.randint(crop_key, (2,), 0, 2 * PAD + 1)
+  image = jax.lax.dynamic_slice(padded, (dy, dx, 0), (h, w, c))
+  return jnp.where(jax.random.bernoulli(flip_key), image[:, ::-1], image)
+
+
+def train_batch(
+  images,
+  labels,
+  pixel_mean,
+  key,
+  step,
+  global_batch: int,
+  positions,
+  augment: bool = True,
+):
+  """The (float32, mean-subtracted, augmented) examples at `positions`."""
+  order_key, aug_key = jax.random.split(key)
+  idx = batch_indices(order_key, step, images.shape[0], global_batch, positions)
+  x = images[idx].astype(jnp.float32) - pixel_mean
+  if augment:
+    step_key = jax.random.fold_in(aug_key, step)
+    keys = jax.vmap(lambda p: jax.random.fold_in(step_key, p))(positions)
+    x = jax.vmap(crop_and_flip)(keys, x)
+  return x, labels[idx]

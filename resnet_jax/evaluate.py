@@ -1,0 +1,120 @@
+"""Evaluates the latest checkpoint of a workdir with the workdir's config.
+
+  python -m resnet_jax.evaluate --workdir=DIR
+  python -m resnet_jax.evaluate --workdir=DIR --config.data.local_dir=OTHER
+
+Overrides apply on top of DIR/config.json. The images are normalised with
+the training mean saved in the checkpoint, so OTHER may hold only a
+test_batch.bin. The last stdout line is one JSON object with
+top1_accuracy, top5_accuracy, loss, num_examples and step.
+"""
+
+import json
+import os
+import sys
+
+from absl import flags
+import jax
+from ml_collections import config_dict
+from ml_collections import config_flags
+
+from resnet_jax import checkpoint
+from resnet_jax import cifar_data
+from resnet_jax import errors
+from resnet_jax import models
+from resnet_jax import optim
+from resnet_jax import steps
+from resnet_jax import train_lib
+from resnet_jax.errors import ConfigError
+
+_WORKDIR = flags.DEFINE_string('workdir', None, "A training run's workdir.")
+
+
+def saved_config(workdir: str) -> config_dict.ConfigDict:
+  """DIR/config.json as a ConfigDict. Keys saved as null are the config
+  files' optional strings (paths, shortcut), so they stay overridable."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise ConfigError(
+      f"{path} not found: --workdir must be a training run's directory"
+    )
+  with open(path) as f:
+    try:
+      raw = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ConfigError(f'{path} is not valid JSON ({e})') from e
+
+  def convert(tree):
+    return config_dict.ConfigDict(
+      {
+        k: convert(v)
+        if isinstance(v, dict)
+        else config_dict.placeholder(str)
+        if v is None
+        else tuple(v)
+        if isinstance(v, list)
+        else v
+        for k, v in tree.items()
+      }
+    )
+
+  return convert(raw)
+
+
+def evaluate_workdir(config, workdir: str) -> dict:
+  """Metrics of the latest checkpoint in `workdir` on the config's eval split."""
+  mesh = steps.make_mesh()
+  batch = config.train.eval_batch_size
+  if batch <= 0 or batch % mesh.size:
+    raise ConfigError(
+      f'train.eval_batch_size={batch} does not divide over {mesh.size} devices'
+    )
+  model = models.build(config.model, config.data.num_classes)
+  split, _ = cifar_data.load_eval(config.data)
+  shape = split.images.shape[1:]
+  params = jax.eval_shape(
+    model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *shape), 'float32')
+  )
+  # The optimizer only shapes the checkpoint here: one step per epoch will do.
+  tx, _ = optim.optimizer(config, params['params'], steps_per_epoch=1)
+  mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  state = checkpoint.restore_latest(
+    mgr, train_lib.abstract_state(model, tx, shape, mesh)
+  )
+  if state is None:
+    raise ConfigError(
+      f'no checkpoint in {os.path.join(workdir, "checkpoints")}'
+    )
+  result = train_lib.evaluate(
+    state, split, mesh=mesh, model=model, batch_size=batch
+  )
+  result['step'] = int(jax.device_get(state.step))
+  return result
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
+  config = flags.FLAGS.config
+  print(json.dumps(evaluate_workdir(config, _WORKDIR.value), sort_keys=True))
+
+
+def _workdir_from_argv(argv) -> str:
+  """--workdir, read before flag parsing: the saved config defines --config."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--workdir='):
+      return arg.split('=', 1)[1]
+    if arg == '--workdir' and i + 1 < len(argv):
+      return argv[i + 1]
+  print('error: --workdir=DIR is required', file=sys.stderr)
+  sys.exit(2)
+
+
+if __name__ == '__main__':
+  try:
+    base = saved_config(_workdir_from_argv(sys.argv))
+  except ConfigError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  config_flags.DEFINE_config_dict('config', base, 'Overrides of config.json.')
+  errors.run(main)

@@ -1,0 +1,185 @@
+"""Train and eval steps, and their data-parallel form.
+
+`train_step` and `eval_step` are pure functions of their arguments; every
+hyperparameter reaches them through the optax transform or a partial bound
+before compilation. `sharded_*` compile one step over all devices: jax.jit
+of a jax.shard_map over the 1-D mesh axis 'data', with per-device semantics
+as pmap had. Inputs are on the mesh before the call (shard_map is strict).
+"""
+
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+import optax
+
+from resnet_jax import augment
+
+AXIS = 'data'
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  # The training images' per-pixel mean, saved with the run so that
+  # evaluation on other data needs no training data.
+  pixel_mean: jax.Array
+
+
+def cross_entropy(logits, labels):
+  """Per-example softmax cross-entropy, in float32."""
+  return optax.softmax_cross_entropy_with_integer_labels(
+    logits.astype(jnp.float32), labels
+  )
+
+
+def train_step(
+  state: TrainState, images, labels, *, model, tx, lr_fn, axis_name=None
+):
+  """One SGD step on a (per-device) batch; returns (state, metrics).
+
+  With `axis_name`, gradients, metrics and BN running statistics are
+  averaged over that axis. BN normalises with per-device statistics unless
+  the model was built with `bn_axis_name` (synchronised BN).
+  """
+
+  def loss_fn(params):
+    logits, updates = model.apply(
+      {'params': params, 'batch_stats': state.batch_stats},
+      images,
+      train=True,
+      mutable=['batch_stats'],
+    )
+    loss = cross_entropy(logits, labels).mean()
+    return loss, (logits, updates['batch_stats'])
+
+  params = state.params
+  if axis_name is not None:
+    # Replicated parameters are invariant over the mesh; differentiating a
+    # per-device loss with respect to them would psum the gradients behind
+    # our back. Marking them varying gives per-device gradients, which the
+    # pmean below averages: pmap's semantics.
+    params = jax.lax.pcast(params, axis_name, to='varying')
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (loss, (logits, batch_stats)), grads = grad_fn(params)
+  metrics = dict(
+    loss=loss,
+    error=jnp.mean(jnp.argmax(logits, -1) != labels),
+    grad_norm_sq=optax.tree.norm(grads, squared=True),
+  )
+  if axis_name is not None:
+    grads, batch_stats, metrics = jax.lax.pmean(
+      (grads, batch_stats, metrics), axis_name
+    )
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  metrics['lr'] = lr_fn(state.step)
+  new_state = state.replace(
+    step=state.step + 1,
+    params=optax.apply_updates(state.params, updates),
+    batch_stats=batch_stats,
+    opt_state=opt_state,
+  )
+  return new_state, metrics
+
+
+def eval_step(
+  state: TrainState, images, labels, mask, *, model, axis_name=None
+):
+  """Sums over the real (mask=1) examples: correct top-1/top-5, loss."""
+  x = images.astype(jnp.float32) - state.pixel_mean
+  logits = model.apply(
+    {'params': state.params, 'batch_stats': state.batch_stats}, x, train=False
+  )
+  top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+  mask = mask.astype(jnp.float32)
+  sums = dict(
+    correct_top1=jnp.sum((top5[:, 0] == labels) * mask),
+    correct_top5=jnp.sum(jnp.any(top5 == labels[:, None], -1) * mask),
+    loss=jnp.sum(cross_entropy(logits, labels) * mask),
+    count=jnp.sum(mask),
+  )
+  if axis_name is not None:
+    sums = jax.lax.psum(sums, axis_name)
+  return sums
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  devices = jax.devices() if devices is None else devices
+  return jax.sharding.Mesh(np.asarray(devices), (AXIS,))
+
+
+def sharded_train_step(
+  mesh,
+  *,
+  model,
+  tx,
+  lr_fn,
+  seed: int,
+  global_batch: int,
+  augment_images: bool = True,
+):
+  """Compiled step(state, images, labels) over the device-resident dataset.
+
+  Each device selects and augments its slice of the global batch itself;
+  only the step counter changes between calls, so there is no host work.
+  """
+  local = global_batch // mesh.size
+  key = jax.random.key(seed)
+
+  def per_device(state, images, labels):
+    positions = jax.lax.axis_index(AXIS) * local + jnp.arange(local)
+    x, y = augment.train_batch(
+      images,
+      labels,
+      state.pixel_mean,
+      key,
+      state.step,
+      global_batch,
+      positions,
+      augment_images,
+    )
+    return train_step(
+      state, x, y, model=model, tx=tx, lr_fn=lr_fn, axis_name=AXIS
+    )
+
+  step = jax.shard_map(
+    per_device, mesh=mesh, in_specs=(P(), P(), P()), out_specs=(P(), P())
+  )
+  return jax.jit(step, donate_argnums=0)
+
+
+def sharded_eval_step(mesh, *, model):
+  """Compiled eval(state, images, labels, mask) on batches split over the
+  mesh; returns the sums over the whole global batch."""
+  step = functools.partial(eval_step, model=model, axis_name=AXIS)
+  batch = P(AXIS)
+  return jax.jit(
+    jax.shard_map(
+      step, mesh=mesh, in_specs=(P(), batch, batch, batch), out_specs=P()
+    )
+  )
+
+
+def replicate(mesh, tree):
+  """Host arrays -> arrays replicated on every device of the mesh (each
+  process passes the same full value)."""
+  sharding = NamedSharding(mesh, P())
+  return jax.tree.map(
+    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+    tree,
+  )
+
+
+def shard_batch(mesh, tree):
+  """This process's rows of a global batch -> arrays split over 'data'."""
+  sharding = NamedSharding(mesh, P(AXIS))
+  return jax.tree.map(
+    lambda x: jax.make_array_from_process_local_data(sharding, x), tree
+  )

@@ -1,0 +1,293 @@
+"""train_and_evaluate(config, workdir): the training loop and its helpers.
+
+The same call serves train.py, the tests, notebooks and the benchmark.
+Everything that can be wrong with the input (config values, data, device
+count) is checked in `setup`, before anything compiles and before the
+workdir is touched.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any
+from typing import Callable
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from resnet_jax import checkpoint
+from resnet_jax import cifar_data
+from resnet_jax import metrics_writer
+from resnet_jax import models
+from resnet_jax import optim
+from resnet_jax import steps
+from resnet_jax.errors import ConfigError
+
+
+@dataclasses.dataclass
+class Experiment:
+  """What a run needs, built and checked from the config."""
+
+  config: Any
+  mesh: jax.sharding.Mesh
+  model: models.ResNet
+  tx: Any
+  lr_fn: Callable
+  data: cifar_data.Dataset
+  steps_per_epoch: int
+  total_steps: int
+
+  def to_steps(self, value) -> int:
+    return optim.to_steps(value, self.config.train.unit, self.steps_per_epoch)
+
+
+def setup(config, devices=None) -> Experiment:
+  """Checks the config and loads the data; raises ConfigError on bad input."""
+  t = config.train
+  mesh = steps.make_mesh(devices)
+  if t.batch_size <= 0 or t.batch_size % mesh.size:
+    raise ConfigError(
+      f'train.batch_size={t.batch_size} does not divide over '
+      f'{mesh.size} devices; use a multiple of {mesh.size}'
+    )
+  if t.eval_batch_size <= 0 or t.eval_batch_size % mesh.size:
+    raise ConfigError(
+      f'train.eval_batch_size={t.eval_batch_size} does not '
+      f'divide over {mesh.size} devices'
+    )
+  model = models.build(config.model, config.data.num_classes)
+  if config.train.bn_sync:
+    model = model.clone(bn_axis_name=steps.AXIS)
+  data = cifar_data.load(config.data)
+  steps_per_epoch = len(data.train) // t.batch_size
+  if steps_per_epoch == 0:
+    raise ConfigError(
+      f'train.batch_size={t.batch_size} is larger than the '
+      f'{len(data.train)} training images'
+    )
+  shape = jax.ShapeDtypeStruct((1, *data.train.images.shape[1:]), jnp.float32)
+  params = jax.eval_shape(model.init, jax.random.key(0), shape)['params']
+  tx, lr_fn = optim.optimizer(config, params, steps_per_epoch)
+  total = optim.to_steps(t.length, t.unit, steps_per_epoch)
+  for name in ('log_every', 'eval_every', 'checkpoint_every'):
+    if t[name] <= 0:
+      raise ConfigError(f'train.{name}={t[name]} must be positive')
+  return Experiment(
+    config, mesh, model, tx, lr_fn, data, steps_per_epoch, total
+  )
+
+
+def initial_state(exp: Experiment) -> steps.TrainState:
+  """Fresh parameters (from the config's seed), replicated on the mesh."""
+  mean = steps.replicate(exp.mesh, cifar_data.pixel_mean(exp.data.train.images))
+
+  def init(pixel_mean):
+    x = jnp.zeros((1, *pixel_mean.shape), jnp.float32)
+    variables = exp.model.init(jax.random.key(exp.config.train.seed), x)
+    return steps.TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=variables['params'],
+      batch_stats=variables['batch_stats'],
+      opt_state=exp.tx.init(variables['params']),
+      pixel_mean=pixel_mean,
+    )
+
+  replicated = jax.sharding.NamedSharding(
+    exp.mesh, jax.sharding.PartitionSpec()
+  )
+  return jax.jit(init, out_shardings=replicated)(mean)
+
+
+def abstract_state(model, tx, image_shape, mesh) -> steps.TrainState:
+  """Shapes, dtypes and (replicated) shardings of a TrainState, for
+  restoring a checkpoint without computing anything."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  def init():
+    x = jnp.zeros((1, *image_shape), jnp.float32)
+    variables = model.init(jax.random.key(0), x)
+    return steps.TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=variables['params'],
+      batch_stats=variables['batch_stats'],
+      opt_state=tx.init(variables['params']),
+      pixel_mean=jnp.zeros(image_shape, jnp.float32),
+    )
+
+  return jax.tree.map(
+    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+    jax.eval_shape(init),
+  )
+
+
+def evaluate(
+  state, split: cifar_data.Split, *, mesh, model, batch_size: int, eval_fn=None
+) -> dict:
+  """Accuracy, loss and count over every example of `split`: the last batch
+  is padded and masked, so each example counts exactly once."""
+  eval_fn = eval_fn or steps.sharded_eval_step(mesh, model=model)
+  per_process = batch_size // jax.process_count()
+  rows = slice(
+    jax.process_index() * per_process, (jax.process_index() + 1) * per_process
+  )
+  totals = None
+  for start in range(0, len(split), batch_size):
+    images = split.images[start : start + batch_size]
+    labels = split.labels[start : start + batch_size]
+    mask = np.ones(len(labels), np.float32)
+    pad = batch_size - len(labels)
+    if pad:  # pad the last batch; the mask drops the padding
+      images = np.concatenate(
+        [images, np.zeros((pad, *images.shape[1:]), images.dtype)]
+      )
+      labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+      mask = np.concatenate([mask, np.zeros(pad, np.float32)])
+    sums = eval_fn(
+      state, *steps.shard_batch(mesh, (images[rows], labels[rows], mask[rows]))
+    )
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = float(totals['count'])
+  return dict(
+    top1_accuracy=float(totals['correct_top1']) / count,
+    top5_accuracy=float(totals['correct_top5']) / count,
+    top1_error=1 - float(totals['correct_top1']) / count,
+    loss=float(totals['loss']) / count,
+    num_examples=int(round(count)),
+  )
+
+
+def _check_finite(step: int, metrics: dict):
+  bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+  if bad:
+    raise FloatingPointError(
+      f'non-finite {", ".join(bad)} at step {step}; '
+      'stopping (the last checkpoint is kept)'
+    )
+
+
+def _write_config(config, workdir: str):
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
+
+
+def train_and_evaluate(config, workdir: str, devices=None) -> dict:
+  """Trains (resuming from WORKDIR/checkpoints if there are any), evaluates
+  every `train.eval_every` and at the end; returns the final metrics."""
+  exp = setup(config, devices)
+  t = config.train
+  os.makedirs(workdir, exist_ok=True)
+  _write_config(config, workdir)
+  mgr = checkpoint.manager(workdir, t.keep_checkpoints)
+  state = initial_state(exp)
+  restored = checkpoint.restore_latest(mgr, state)
+  if restored is not None:
+    state = restored
+    logging.info('resumed from step %d', int(state.step))
+  data = steps.replicate(
+    exp.mesh, (exp.data.train.images, exp.data.train.labels)
+  )
+  train_fn = steps.sharded_train_step(
+    exp.mesh,
+    model=exp.model,
+    tx=exp.tx,
+    lr_fn=exp.lr_fn,
+    seed=t.seed,
+    global_batch=t.batch_size,
+    augment_images=config.data.augment,
+  )
+  eval_fn = steps.sharded_eval_step(exp.mesh, model=exp.model)
+  log_every, eval_every = exp.to_steps(t.log_every), exp.to_steps(t.eval_every)
+  checkpoint_every = exp.to_steps(t.checkpoint_every)
+  start = int(jax.device_get(state.step))
+  writer = metrics_writer.MetricsWriter(workdir, exp.total_steps, start)
+  run_eval = functools.partial(
+    evaluate,
+    split=exp.data.eval,
+    mesh=exp.mesh,
+    model=exp.model,
+    batch_size=t.eval_batch_size,
+    eval_fn=eval_fn,
+  )
+  pending = None  # (step, device metrics): fetched one step late
+  last = dict(step=start, time=time.perf_counter())
+  steady = dict(steps=0, seconds=0.0)
+  result = {}
+
+  def flush(step_now):
+    nonlocal pending
+    if pending is None:
+      return
+    step, metrics = pending
+    pending = None
+    scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    scalars['grad_norm'] = scalars.pop('grad_norm_sq') ** 0.5
+    _check_finite(step, scalars)
+    now = time.perf_counter()
+    seconds, done = now - last['time'], step - last['step']
+    scalars['images_per_sec'] = done * t.batch_size / seconds
+    if last['step'] > start:  # the first interval includes compilation
+      steady['steps'] += done
+      steady['seconds'] += seconds
+    last.update(step=step, time=now)
+    writer.write(step, 'train', scalars)
+
+  try:
+    for step in range(start, exp.total_steps):
+      state, metrics = train_fn(state, *data)
+      flush(step + 1)
+      done = step + 1
+      if done % log_every == 0 or done == exp.total_steps:
+        pending = (done, metrics)
+      if exp.data.eval is not None and (
+        done % eval_every == 0 or done == exp.total_steps
+      ):
+        flush(done)
+        result = run_eval(state)
+        writer.write(done, exp.data.eval_name, result)
+        last['time'] = time.perf_counter()  # evaluation is not training
+      if done % checkpoint_every == 0 or done == exp.total_steps:
+        checkpoint.save(mgr, done, state)
+    flush(exp.total_steps)
+    if start >= exp.total_steps and exp.data.eval is not None:
+      result = run_eval(state)  # already done
+  finally:
+    mgr.wait_until_finished()
+    writer.close()
+  if steady['steps']:
+    result['steady_images_per_sec'] = (
+      steady['steps'] * t.batch_size / steady['seconds']
+    )
+  result['step'] = int(jax.device_get(state.step))
+  return result
+
+
+def initialize_distributed():
+  """Starts jax.distributed when the usual multi-process environment is set:
+  JAX_COORDINATOR_ADDRESS (with JAX_NUM_PROCESSES and JAX_PROCESS_ID), a
+  SLURM job of several tasks, or Open MPI; JAX's own cluster detection
+  fills in the rest. One process otherwise."""
+  env = os.environ
+  if 'JAX_COORDINATOR_ADDRESS' in env:
+    if jax.default_backend() == 'cpu' or env.get('JAX_PLATFORMS') == 'cpu':
+      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(
+      env['JAX_COORDINATOR_ADDRESS'],
+      num_processes=int(env['JAX_NUM_PROCESSES']),
+      process_id=int(env['JAX_PROCESS_ID']),
+    )
+  elif (
+    int(env.get('SLURM_NTASKS', '1')) > 1
+    or int(env.get('OMPI_COMM_WORLD_SIZE', '1')) > 1
+  ):
+    jax.distributed.initialize()
+
+
+def summary_line(result: dict) -> str:
+  """The last stdout line of a run: its final metrics as JSON."""
+  return json.dumps(result, sort_keys=True)

@@ -1,0 +1,119 @@
+"""Reading the official CIFAR binary layout, and its bad inputs (issue 3)."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from resnet_jax import cifar_data
+from resnet_jax.errors import ConfigError
+from tests.helpers import REPO
+from tests.helpers import load_config
+
+SAMPLE = REPO / 'data' / 'cifar10-sample'
+
+
+def data_config(local_dir, **overrides):
+  config = load_config('configs/cifar10.py:resnet20').data
+  config.local_dir = str(local_dir)
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def test_reads_sample_as_official_layout():
+  raw = np.fromfile(SAMPLE / 'data_batch_1.bin', np.uint8).reshape(-1, 3073)
+  split = cifar_data.read_binary(
+    str(SAMPLE / 'data_batch_1.bin'), 'cifar10', 10
+  )
+  assert split.images.shape == (1000, 32, 32, 3)
+  assert split.images.dtype == np.uint8
+  np.testing.assert_array_equal(split.labels, raw[:, 0])
+  # Pixel (row 5, col 7) of image 3: red, green, blue planes of 1024 bytes.
+  r, g, b = (raw[3, 1 + c * 1024 + 5 * 32 + 7] for c in range(3))
+  np.testing.assert_array_equal(split.images[3, 5, 7], [r, g, b])
+
+
+def test_validation_split_and_missing_test_fallback():
+  data = cifar_data.load(data_config(SAMPLE, validation_size=300))
+  assert len(data.train) == 1700 and len(data.eval) == 300
+  assert data.eval_name == 'validation'  # no test_batch.bin in the sample
+  everything = cifar_data.load(data_config(SAMPLE))
+  assert len(everything.train) == 2000 and everything.eval is None
+  np.testing.assert_array_equal(
+    data.eval.images, everything.train.images[1700:]
+  )
+
+
+def test_test_batch_is_the_eval_split(tmp_path):
+  shutil.copy(SAMPLE / 'data_batch_1.bin', tmp_path / 'data_batch_1.bin')
+  shutil.copy(SAMPLE / 'data_batch_2.bin', tmp_path / 'test_batch.bin')
+  data = cifar_data.load(data_config(tmp_path))
+  assert (len(data.train), len(data.eval), data.eval_name) == (
+    1000,
+    1000,
+    'test',
+  )
+  os.remove(tmp_path / 'data_batch_1.bin')  # evaluation alone needs no train
+  split, name = cifar_data.load_eval(data_config(tmp_path))
+  assert (len(split), name) == (1000, 'test')
+
+
+def test_pixel_mean():
+  images = cifar_data.load(data_config(SAMPLE)).train.images
+  mean = cifar_data.pixel_mean(images)
+  assert mean.shape == (32, 32, 3) and mean.dtype == np.float32
+  # The shared subset's README: per-channel means near (125.7, 123.3, 114.2).
+  np.testing.assert_allclose(
+    mean.mean(axis=(0, 1)), [125.7, 123.3, 114.2], atol=3
+  )
+
+
+def write(path, data: bytes):
+  path.write_bytes(data)
+  return path
+
+
+@pytest.mark.parametrize(
+  'case,message',
+  [
+    ('missing', 'is not a directory'),
+    ('empty', 'has no data_batch_'),
+    ('truncated', 'not a positive multiple of the 3073-byte'),
+    ('zero_bytes', 'not a positive multiple'),
+    ('bad_label', 'has label 12, outside 0..9'),
+  ],
+)
+def test_bad_local_dir(tmp_path, case, message):
+  record = bytearray(np.fromfile(SAMPLE / 'data_batch_1.bin', np.uint8)[:3073])
+  local = tmp_path / 'cifar'
+  if case != 'missing':
+    local.mkdir()
+  if case == 'truncated':
+    write(local / 'data_batch_1.bin', bytes(record * 2)[:-5])
+  elif case == 'zero_bytes':
+    write(local / 'data_batch_1.bin', b'')
+  elif case == 'bad_label':
+    record[0] = 12
+    write(local / 'data_batch_1.bin', bytes(record))
+  with pytest.raises(ConfigError, match=message):
+    cifar_data.load(data_config(local))
+
+
+def test_bad_split_settings():
+  with pytest.raises(ConfigError, match='validation_size=5000 must be in'):
+    cifar_data.load(data_config(SAMPLE, validation_size=5000))
+  with pytest.raises(ConfigError, match='needs data.validation_size'):
+    cifar_data.load(data_config(SAMPLE, eval_on='validation'))
+  with pytest.raises(ConfigError, match='eval_on'):
+    cifar_data.load(data_config(SAMPLE, eval_on='train'))
+
+
+def test_tfds_not_prepared_offline_says_what_to_do(tmp_path):
+  config = data_config(SAMPLE, download=False)
+  config.local_dir = None
+  config.tfds_data_dir = str(tmp_path)
+  with pytest.raises(ConfigError, match='not prepared.*local_dir'):
+    cifar_data.load(config)
+  assert not any(tmp_path.iterdir())  # nothing written

@@ -1,0 +1,106 @@
+"""The paper's learning-rate schedule and weight decay (issue 3)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from resnet_jax import optim
+from resnet_jax.errors import ConfigError
+from tests.helpers import load_config
+
+
+@pytest.mark.parametrize(
+  'arg,expected',
+  [
+    # ResNet-110: 0.01 until iteration 400, then 0.1 (section 4.2).
+    (
+      'resnet110',
+      {
+        0: 0.01,
+        399: 0.01,
+        400: 0.1,
+        31999: 0.1,
+        32000: 0.01,
+        47999: 0.01,
+        48000: 0.001,
+        63999: 0.001,
+      },
+    ),
+    (
+      'resnet20',
+      {0: 0.1, 399: 0.1, 400: 0.1, 31999: 0.1, 32000: 0.01, 48000: 0.001},
+    ),
+  ],
+)
+def test_paper_schedule(arg, expected):
+  config = load_config(f'configs/cifar10.py:{arg}')
+  lr = optim.schedule(config, steps_per_epoch=390)
+  for step, value in expected.items():
+    assert float(lr(jnp.asarray(step))) == pytest.approx(value), step
+
+
+def test_epoch_units_and_linear_scaling():
+  config = load_config('configs/cifar10.py:resnet20')
+  config.train.unit = 'epochs'
+  config.train.length = 90
+  config.optim.lr_boundaries = (30, 60)
+  config.optim.linear_scaling = True
+  config.train.batch_size = 512
+  lr = optim.schedule(config, steps_per_epoch=100)
+  assert float(lr(2999)) == pytest.approx(0.4)  # 0.1 * 512 / 128
+  assert float(lr(3000)) == pytest.approx(0.04)
+  assert float(lr(6000)) == pytest.approx(0.004)
+
+
+def test_linear_warmup_and_cosine():
+  config = load_config('configs/cifar10.py:resnet20')
+  config.optim.warmup, config.optim.warmup_steps = 'linear', 10
+  config.optim.schedule = 'cosine'
+  config.train.length = 100
+  lr = optim.schedule(config, steps_per_epoch=10)
+  assert float(lr(0)) == pytest.approx(0.01)
+  assert float(lr(9)) == pytest.approx(0.1)
+  assert float(lr(50)) == pytest.approx(0.05, rel=1e-3)
+  assert float(lr(100)) == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize('decoupled', [False, True])
+@pytest.mark.parametrize('mask', ['all', 'kernels'])
+def test_weight_decay_forms(decoupled, mask):
+  config = load_config('configs/cifar10.py:resnet20')
+  config.optim.decoupled_weight_decay = decoupled
+  config.optim.weight_decay_on = mask
+  params = {'conv': {'kernel': jnp.ones(3)}, 'bn': {'scale': jnp.ones(3)}}
+  tx, _ = optim.optimizer(config, params, steps_per_epoch=10)
+  grads = jax.tree.map(jnp.zeros_like, params)
+  state = tx.init(params)
+  for _ in range(2):  # momentum shows the coupled/decoupled difference
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  kernel, scale = params['conv']['kernel'][0], params['bn']['scale'][0]
+  # Coupled L2 enters the momentum buffer, so step 2 also moves by 0.9 of
+  # step 1's decay; decoupled decay (SGDW) stays out of it.
+  first = 0.1 * 1e-4
+  second = 0.1 * 1e-4 * (1 - first) + (0.9 * first if not decoupled else 0)
+  np.testing.assert_allclose(kernel, 1 - first - second, rtol=1e-6)
+  expected_scale = 1 - first - second if mask == 'all' else 1.0
+  np.testing.assert_allclose(scale, expected_scale, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+  'key,value',
+  [
+    ('optim.schedule', 'poly'),
+    ('optim.warmup', 'exp'),
+    ('optim.weight_decay_on', 'some'),
+    ('train.unit', 'hours'),
+  ],
+)
+def test_bad_values(key, value):
+  config = load_config('configs/cifar10.py:resnet110')
+  section, name = key.split('.')
+  config[section][name] = value
+  with pytest.raises(ConfigError, match=name):
+    optim.optimizer(config, {'w': jnp.ones(1)}, steps_per_epoch=10)

@@ -1,0 +1,129 @@
+"""The data-parallel step on 8 CPU devices (issue 3)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from resnet_jax import augment
+from resnet_jax import steps
+from resnet_jax import train_lib
+from resnet_jax.errors import ConfigError
+from tests.helpers import REPO
+from tests.helpers import load_config
+
+SAMPLE = str(REPO / 'data' / 'cifar10-sample')
+
+
+def tiny_config(batch_size=16, bn_sync=False):
+  config = load_config('configs/cifar10.py:resnet8')  # n = 1: fast to compile
+  config.data.local_dir = SAMPLE
+  config.train.batch_size = batch_size
+  config.train.bn_sync = bn_sync
+  return config
+
+
+def run(config, devices, num_steps):
+  exp = train_lib.setup(config, devices)
+  state = train_lib.initial_state(exp)
+  data = steps.replicate(
+    exp.mesh, (exp.data.train.images, exp.data.train.labels)
+  )
+  fn = steps.sharded_train_step(
+    exp.mesh,
+    model=exp.model,
+    tx=exp.tx,
+    lr_fn=exp.lr_fn,
+    seed=0,
+    global_batch=config.train.batch_size,
+  )
+  for _ in range(num_steps):
+    state, metrics = fn(state, *data)
+  return jax.device_get(state), jax.device_get(metrics)
+
+
+def assert_trees_close(a, b, **tol):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, **tol), a, b)
+
+
+def test_eight_devices():
+  assert jax.device_count() == 8  # set by tests/conftest.py
+
+
+def test_one_step_gives_finite_metrics():
+  state, metrics = run(tiny_config(), jax.devices(), 1)
+  assert int(state.step) == 1
+  assert set(metrics) == {'loss', 'error', 'lr', 'grad_norm_sq'}
+  assert all(np.isfinite(v) for v in metrics.values())
+  assert float(metrics['lr']) == pytest.approx(0.1)
+
+
+def test_synchronised_bn_sharded_equals_single_device():
+  config = tiny_config(bn_sync=True)
+  sharded, m8 = run(config, jax.devices(), 3)
+  single, m1 = run(config, jax.devices()[:1], 3)
+  assert_trees_close(sharded.params, single.params, rtol=2e-4, atol=2e-6)
+  assert_trees_close(
+    sharded.batch_stats, single.batch_stats, rtol=2e-4, atol=2e-6
+  )
+  assert float(m8['loss']) == pytest.approx(float(m1['loss']), rel=1e-5)
+
+
+def test_per_device_bn_equals_mean_of_independent_shards():
+  config = tiny_config(bn_sync=False)
+  sharded, metrics = run(config, jax.devices(), 1)
+  # Each of the 8 shards on its own: one device, its 2 examples, its own BN
+  # statistics. The first update is linear in the gradient, so averaging
+  # the shards' new parameters equals averaging their gradients.
+  exp = train_lib.setup(config, jax.devices()[:1])
+  state0 = train_lib.initial_state(exp)
+  images = jnp.asarray(exp.data.train.images)
+  labels = jnp.asarray(exp.data.train.labels)
+  key = jax.random.key(0)
+  shards = []
+  for d in range(8):
+    x, y = augment.train_batch(
+      images,
+      labels,
+      state0.pixel_mean,
+      key,
+      0,
+      16,
+      jnp.arange(2 * d, 2 * d + 2),
+    )
+    shards.append(
+      steps.train_step(
+        state0, x, y, model=exp.model, tx=exp.tx, lr_fn=exp.lr_fn
+      )
+    )
+  mean_params = jax.tree.map(
+    lambda *p: np.mean(p, axis=0), *[s.params for s, _ in shards]
+  )
+  mean_stats = jax.tree.map(
+    lambda *p: np.mean(p, axis=0), *[s.batch_stats for s, _ in shards]
+  )
+  assert_trees_close(sharded.params, mean_params, rtol=1e-4, atol=1e-6)
+  assert_trees_close(sharded.batch_stats, mean_stats, rtol=1e-4, atol=1e-6)
+  mean_loss = np.mean([float(m['loss']) for _, m in shards])
+  assert float(metrics['loss']) == pytest.approx(mean_loss, rel=1e-5)
+  # And it differs from synchronised BN, which sees all 16 at once.
+  synced, _ = run(tiny_config(bn_sync=True), jax.devices(), 1)
+  diff = jax.tree.map(
+    lambda a, b: np.abs(a - b).max(), synced.params, sharded.params
+  )
+  assert max(jax.tree.leaves(diff)) > 1e-5
+
+
+@pytest.mark.parametrize(
+  'key,value,message',
+  [
+    ('batch_size', 12, 'does not divide over 8 devices'),
+    ('eval_batch_size', 100, 'does not divide over 8 devices'),
+    ('batch_size', 4096, 'larger than the 2000 training images'),
+  ],
+)
+def test_batch_that_does_not_fit_is_rejected(key, value, message):
+  config = tiny_config()
+  config.train[key] = value
+  with pytest.raises(ConfigError, match=message):
+    train_lib.setup(config)
