@@ -18,12 +18,11 @@ import time
 
 from absl import flags
 import jax
+from ml_collections import config_flags
 
 from resnet_jax import errors
 from resnet_jax import steps
 from resnet_jax import train_lib
-
-from ml_collections import config_flags  # isort: skip
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
 _STEPS = flags.DEFINE_integer('steps', 100, 'Timed steps for each figure.')

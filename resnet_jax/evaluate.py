@@ -62,7 +62,7 @@ def saved_config(workdir: str) -> config_dict.ConfigDict:
 
 
 def evaluate_workdir(config, workdir: str) -> dict:
-  """Metrics of the latest checkpoint in `workdir` on the config's eval split."""
+  """Metrics of the latest checkpoint in `workdir` on its eval split."""
   mesh = steps.make_mesh()
   batch = config.train.eval_batch_size
   if batch <= 0 or batch % mesh.size:
