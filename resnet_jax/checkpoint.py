@@ -21,12 +21,3 @@ def save(mgr: ocp.CheckpointManager, step: int, state):
   finishes in the background. The caller decides when (Orbax's own
   interval would also save the first step it sees)."""
   mgr.save(step, args=ocp.args.StandardSave(state), force=True)
-
-
-def restore_latest(mgr: ocp.CheckpointManager, abstract_state):
-  """The latest checkpoint restored into `abstract_state`'s shapes and
-  shardings (which may differ from the run that saved it), or None."""
-  step = mgr.latest_step()
-  if step is None:
-    return None
-  return mgr.restore(step, args=ocp.args.StandardRestore(abstract_state))

@@ -16,6 +16,15 @@ class ConfigError(ValueError):
   """
 
 
+class Stopped(Exception):
+  """A run that stopped on purpose (preemption, divergence): its message is
+  printed on one line and the program exits with `exit_code`."""
+
+  def __init__(self, message: str, exit_code: int):
+    super().__init__(message)
+    self.exit_code = exit_code
+
+
 def _fail(message: str):
   print(f'error: {message}', file=sys.stderr)
   sys.exit(2)
@@ -62,5 +71,8 @@ def run(main):
       return main(argv)
     except ConfigError as e:
       _fail(str(e))
+    except Stopped as e:
+      print(str(e), file=sys.stderr)
+      sys.exit(e.exit_code)
 
   app.run(checked_main, flags_parser=_parse_flags)

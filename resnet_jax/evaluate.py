@@ -23,6 +23,7 @@ from resnet_jax import cifar_data
 from resnet_jax import errors
 from resnet_jax import models
 from resnet_jax import optim
+from resnet_jax import resume
 from resnet_jax import steps
 from resnet_jax import train_lib
 from resnet_jax.errors import ConfigError
@@ -78,13 +79,12 @@ def evaluate_workdir(config, workdir: str) -> dict:
   # The optimizer only shapes the checkpoint here: one step per epoch will do.
   tx, _ = optim.optimizer(config, params['params'], steps_per_epoch=1)
   mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
-  state = checkpoint.restore_latest(
-    mgr, train_lib.abstract_state(model, tx, shape, mesh)
+  directory = os.path.join(workdir, 'checkpoints')
+  state = resume.restore_newest_readable(
+    mgr, train_lib.abstract_state(model, tx, shape, mesh), directory
   )
   if state is None:
-    raise ConfigError(
-      f'no checkpoint in {os.path.join(workdir, "checkpoints")}'
-    )
+    raise ConfigError(f'no checkpoint in {directory}')
   result = train_lib.evaluate(
     state, split, mesh=mesh, model=model, batch_size=batch
   )

@@ -62,3 +62,56 @@ class MetricsWriter:
 
 def _fmt(value):
   return f'{value:.4g}' if isinstance(value, float) else str(value)
+
+
+class TrainLog:
+  """Training metrics on their way to the writer: fetched from the device
+  one step late (so the host never waits on the step it just launched),
+  checked for NaN/Inf, and timed, compilation and evaluation excluded."""
+
+  def __init__(self, writer: MetricsWriter, batch_size: int, start: int):
+    self._writer = writer
+    self._batch = batch_size
+    self._start = start
+    self._pending = None  # (step, metrics on the device)
+    self._last_step, self._last_time = start, time.perf_counter()
+    self._steady_steps, self._steady_seconds = 0, 0.0
+
+  def add(self, step: int, metrics):
+    self._pending = (step, metrics)
+
+  def flush(self):
+    """Fetches, checks and writes the pending metrics, if any."""
+    if self._pending is None:
+      return
+    step, metrics = self._pending
+    self._pending = None
+    scalars = fetch_and_check(step, metrics)
+    now = time.perf_counter()
+    seconds, steps = now - self._last_time, step - self._last_step
+    scalars['images_per_sec'] = steps * self._batch / seconds
+    if self._last_step > self._start:  # the first interval compiles
+      self._steady_steps += steps
+      self._steady_seconds += seconds
+    self._last_step, self._last_time = step, now
+    self._writer.write(step, 'train', scalars)
+
+  def pause_ended(self):
+    """Restarts the clock after work that is not training (evaluation)."""
+    self._last_time = time.perf_counter()
+
+  @property
+  def steady_images_per_sec(self) -> float | None:
+    if not self._steady_steps:
+      return None
+    return self._steady_steps * self._batch / self._steady_seconds
+
+
+def fetch_and_check(step: int, metrics) -> dict:
+  """Device metrics -> Python floats; FloatingPointError if any is NaN/Inf."""
+  scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  scalars['grad_norm'] = scalars.pop('grad_norm_sq') ** 0.5
+  bad = [k for k, v in scalars.items() if not math.isfinite(v)]
+  if bad:
+    raise FloatingPointError(f'non-finite {" and ".join(bad)} at step {step}')
+  return scalars

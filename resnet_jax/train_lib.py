@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import json
 import os
-import time
 from typing import Any
 from typing import Callable
 
@@ -24,8 +23,11 @@ from resnet_jax import cifar_data
 from resnet_jax import metrics_writer
 from resnet_jax import models
 from resnet_jax import optim
+from resnet_jax import preemption
+from resnet_jax import resume
 from resnet_jax import steps
 from resnet_jax.errors import ConfigError
+from resnet_jax.errors import Stopped
 
 
 @dataclasses.dataclass
@@ -161,34 +163,55 @@ def evaluate(
   )
 
 
-def _check_finite(step: int, metrics: dict):
-  bad = [k for k, v in metrics.items() if not np.isfinite(v)]
-  if bad:
-    raise FloatingPointError(
-      f'non-finite {", ".join(bad)} at step {step}; '
-      'stopping (the last checkpoint is kept)'
-    )
-
-
-def _write_config(config, workdir: str):
+def _prepare_workdir(config, workdir: str):
+  """Creates WORKDIR (or checks it may be written) and records the config,
+  after checking that a workdir being resumed ran the same experiment."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f'--workdir={workdir} exists and is not a directory')
+  resume.check_compatible(workdir, config)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_test_{os.getpid()}')
+    with open(probe, 'w'):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(
+      f'cannot write to --workdir={workdir}: {e.strerror or e}'
+    ) from e
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
 
 
+def _restore(exp: Experiment, mgr, workdir: str):
+  """The state to start from: the newest readable checkpoint, else fresh."""
+  state = initial_state(exp)
+  restored = resume.restore_newest_readable(
+    mgr, state, os.path.join(workdir, 'checkpoints')
+  )
+  if restored is None:
+    return state
+  step = int(jax.device_get(restored.step))
+  logging.warning('resuming %s from step %d', workdir, step)
+  if jax.process_index() == 0:
+    resume.truncate_metrics(workdir, step)
+  return restored
+
+
 def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   """Trains (resuming from WORKDIR/checkpoints if there are any), evaluates
-  every `train.eval_every` and at the end; returns the final metrics."""
+  every `train.eval_every` and at the end; returns the final metrics.
+
+  Stops with errors.Stopped on SIGTERM/SIGINT (after saving a checkpoint
+  at the current step) and on a non-finite loss or gradient (keeping the
+  last good checkpoint).
+  """
   exp = setup(config, devices)
   t = config.train
-  os.makedirs(workdir, exist_ok=True)
-  _write_config(config, workdir)
+  _prepare_workdir(config, workdir)
   mgr = checkpoint.manager(workdir, t.keep_checkpoints)
-  state = initial_state(exp)
-  restored = checkpoint.restore_latest(mgr, state)
-  if restored is not None:
-    state = restored
-    logging.info('resumed from step %d', int(state.step))
+  state = _restore(exp, mgr, workdir)
   data = steps.replicate(
     exp.mesh, (exp.data.train.images, exp.data.train.labels)
   )
@@ -201,68 +224,68 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     global_batch=t.batch_size,
     augment_images=config.data.augment,
   )
-  eval_fn = steps.sharded_eval_step(exp.mesh, model=exp.model)
-  log_every, eval_every = exp.to_steps(t.log_every), exp.to_steps(t.eval_every)
-  checkpoint_every = exp.to_steps(t.checkpoint_every)
-  start = int(jax.device_get(state.step))
-  writer = metrics_writer.MetricsWriter(workdir, exp.total_steps, start)
   run_eval = functools.partial(
     evaluate,
     split=exp.data.eval,
     mesh=exp.mesh,
     model=exp.model,
     batch_size=t.eval_batch_size,
-    eval_fn=eval_fn,
+    eval_fn=steps.sharded_eval_step(exp.mesh, model=exp.model),
   )
-  pending = None  # (step, device metrics): fetched one step late
-  last = dict(step=start, time=time.perf_counter())
-  steady = dict(steps=0, seconds=0.0)
+  every = {
+    k: exp.to_steps(t[f'{k}_every']) for k in ('log', 'eval', 'checkpoint')
+  }
+  total, start = exp.total_steps, int(jax.device_get(state.step))
+  writer = metrics_writer.MetricsWriter(workdir, total, start)
+  log = metrics_writer.TrainLog(writer, t.batch_size, start)
   result = {}
 
-  def flush(step_now):
-    nonlocal pending
-    if pending is None:
-      return
-    step, metrics = pending
-    pending = None
-    scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    scalars['grad_norm'] = scalars.pop('grad_norm_sq') ** 0.5
-    _check_finite(step, scalars)
-    now = time.perf_counter()
-    seconds, done = now - last['time'], step - last['step']
-    scalars['images_per_sec'] = done * t.batch_size / seconds
-    if last['step'] > start:  # the first interval includes compilation
-      steady['steps'] += done
-      steady['seconds'] += seconds
-    last.update(step=step, time=now)
-    writer.write(step, 'train', scalars)
+  def due(kind, done):
+    return done % every[kind] == 0 or done == total
 
   try:
-    for step in range(start, exp.total_steps):
-      state, metrics = train_fn(state, *data)
-      flush(step + 1)
-      done = step + 1
-      if done % log_every == 0 or done == exp.total_steps:
-        pending = (done, metrics)
-      if exp.data.eval is not None and (
-        done % eval_every == 0 or done == exp.total_steps
-      ):
-        flush(done)
-        result = run_eval(state)
-        writer.write(done, exp.data.eval_name, result)
-        last['time'] = time.perf_counter()  # evaluation is not training
-      if done % checkpoint_every == 0 or done == exp.total_steps:
-        checkpoint.save(mgr, done, state)
-    flush(exp.total_steps)
-    if start >= exp.total_steps and exp.data.eval is not None:
-      result = run_eval(state)  # already done
+    with preemption.Watcher() as watcher:
+      for done in range(start + 1, total + 1):
+        state, metrics = train_fn(state, *data)
+        log.flush()  # the previous step's, now that this one is queued
+        if due('log', done):
+          log.add(done, metrics)
+        if exp.data.eval is not None and due('eval', done):
+          log.flush()
+          result = run_eval(state)
+          writer.write(done, exp.data.eval_name, result)
+          log.pause_ended()
+        stop = watcher.requested(done, mgr)
+        if due('checkpoint', done) or stop:
+          log.flush()
+          metrics_writer.fetch_and_check(done, metrics)  # never save NaNs
+          checkpoint.save(mgr, done, state)
+        if stop:
+          mgr.wait_until_finished()
+          raise Stopped(
+            f'{watcher.signal_name} at step {done}: saved '
+            f'{os.path.join(workdir, "checkpoints", str(done))}; run the '
+            'same command to resume',
+            watcher.exit_code,
+          )
+      log.flush()
+    if start >= total and exp.data.eval is not None:
+      result = run_eval(state)  # finished earlier: report, train no more
+  except FloatingPointError as e:
+    mgr.wait_until_finished()
+    good = mgr.latest_step()
+    kept = (
+      f'the last good checkpoint, '
+      f'{os.path.join(workdir, "checkpoints", str(good))}, is kept'
+      if good is not None
+      else 'no checkpoint had been saved'
+    )
+    raise Stopped(f'error: {e}: training stopped; {kept}', 3) from e
   finally:
     mgr.wait_until_finished()
     writer.close()
-  if steady['steps']:
-    result['steady_images_per_sec'] = (
-      steady['steps'] * t.batch_size / steady['seconds']
-    )
+  if log.steady_images_per_sec:
+    result['steady_images_per_sec'] = log.steady_images_per_sec
   result['step'] = int(jax.device_get(state.step))
   return result
 
@@ -274,8 +297,9 @@ def initialize_distributed():
   fills in the rest. One process otherwise."""
   env = os.environ
   if 'JAX_COORDINATOR_ADDRESS' in env:
-    if jax.default_backend() == 'cpu' or env.get('JAX_PLATFORMS') == 'cpu':
-      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    # CPU collectives across processes (GPUs use NCCL regardless). Set
+    # before initialising: asking for the backend here would start it.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(
       env['JAX_COORDINATOR_ADDRESS'],
       num_processes=int(env['JAX_NUM_PROCESSES']),

@@ -117,3 +117,23 @@ def test_tfds_not_prepared_offline_says_what_to_do(tmp_path):
   with pytest.raises(ConfigError, match='not prepared.*local_dir'):
     cifar_data.load(config)
   assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_cifar100_binary_layout_and_config(tmp_path):
+  # Real images in CIFAR-100's record layout: coarse label, fine label, pixels.
+  raw = np.fromfile(SAMPLE / 'data_batch_1.bin', np.uint8).reshape(-1, 3073)
+  fine = (np.arange(len(raw)) * 7 % 100).astype(np.uint8)
+  coarse = fine // 5
+  records = np.concatenate([coarse[:, None], fine[:, None], raw[:, 1:]], 1)
+  records[:600].tofile(tmp_path / 'train.bin')
+  records[600:].tofile(tmp_path / 'test.bin')
+  config = load_config('configs/cifar100.py:resnet20')
+  assert (config.data.name, config.data.num_classes) == ('cifar100', 100)
+  config.data.local_dir = str(tmp_path)
+  data = cifar_data.load(config.data)
+  assert (len(data.train), len(data.eval)) == (600, 400)
+  np.testing.assert_array_equal(data.train.labels, fine[:600])
+  reference = cifar_data.read_binary(
+    str(SAMPLE / 'data_batch_1.bin'), 'cifar10', 10
+  )
+  np.testing.assert_array_equal(data.eval.images, reference.images[600:])

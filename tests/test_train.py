@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from resnet_jax import checkpoint
+from resnet_jax import resume
 from resnet_jax import train_lib
 from tests.helpers import REPO
 from tests.helpers import load_config
@@ -43,11 +44,13 @@ def read_metrics(workdir, kind='train'):
 
 
 def latest_state(workdir, config):
+  """The newest checkpoint of `workdir`, on the host."""
   exp = train_lib.setup(config)
   mgr = checkpoint.manager(str(workdir), 3)
-  return jax.device_get(
-    checkpoint.restore_latest(mgr, train_lib.initial_state(exp))
+  state = resume.restore_newest_readable(
+    mgr, train_lib.initial_state(exp), str(workdir / 'checkpoints')
   )
+  return jax.device_get(state)
 
 
 def test_loss_falls_on_the_bundled_sample(tmp_path):

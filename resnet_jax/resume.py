@@ -1,0 +1,120 @@
+"""Resuming a workdir safely: same experiment, newest readable checkpoint,
+and a metrics log that reads as if the run had never stopped."""
+
+import json
+import os
+
+from absl import logging
+import orbax.checkpoint as ocp
+
+from resnet_jax.errors import ConfigError
+
+# Keys a resumed run may change without changing what is being trained.
+SAFE_TO_CHANGE = frozenset(
+  {
+    'train.length',
+    'train.log_every',
+    'train.eval_every',
+    'train.checkpoint_every',
+    'train.keep_checkpoints',
+    'train.eval_batch_size',
+    'data.local_dir',
+    'data.tfds_data_dir',
+    'data.download',
+  }
+)
+
+
+def _flatten(tree, prefix=''):
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = (
+        tuple(value) if isinstance(value, list) else value
+      )
+  return flat
+
+
+def check_compatible(workdir: str, config) -> None:
+  """Refuses to resume WORKDIR with a config that trains something else."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      saved = _flatten(json.load(f))
+  except (OSError, ValueError) as e:
+    raise ConfigError(
+      f'{path} is unreadable ({e}); move it away to start '
+      'afresh or restore it to resume'
+    ) from e
+  now = _flatten(json.loads(config.to_json_best_effort()))
+  changed = sorted(
+    k
+    for k in saved.keys() | now.keys()
+    if k not in SAFE_TO_CHANGE and saved.get(k) != now.get(k)
+  )
+  if changed:
+    shown = '; '.join(
+      f'{k}: {saved.get(k)!r} in {path}, {now.get(k)!r} now'
+      for k in changed[:3]
+    )
+    more = f' (and {len(changed) - 3} more)' if len(changed) > 3 else ''
+    raise ConfigError(
+      f'cannot resume {workdir} with another experiment: '
+      f'{shown}{more}; use a new --workdir'
+    )
+
+
+def restore_newest_readable(
+  mgr: ocp.CheckpointManager, abstract_state, directory: str
+):
+  """The newest checkpoint that restores, skipping damaged ones by name.
+
+  Checkpoints interrupted mid-write never count: Orbax finalises them by
+  renaming a temporary folder. Returns None if there are no checkpoints;
+  raises ConfigError if there are some but none can be read, rather than
+  start from scratch over them.
+  """
+  all_steps = sorted(mgr.all_steps(), reverse=True)
+  failures = []
+  for step in all_steps:
+    try:
+      return mgr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    except Exception as e:  # any damage: missing, truncated, garbled files
+      reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+      path = os.path.join(directory, str(step))
+      logging.warning('checkpoint %s is damaged and skipped: %s', path, reason)
+      failures.append(f'{path} ({reason})')
+  if failures:
+    raise ConfigError(
+      f'no readable checkpoint among {len(failures)} in '
+      f'{directory}: {"; ".join(failures[:2])}; refusing to '
+      'train from scratch over them (move them away to '
+      'start afresh)'
+    )
+  return None
+
+
+def truncate_metrics(workdir: str, step: int) -> None:
+  """Drops metrics.jsonl records after `step`: the resumed run logs those
+  steps again, so the file reads as one uninterrupted run."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      if json.loads(line)['step'] <= step:
+        kept.append(line)
+    except (ValueError, KeyError):  # a line cut short by the kill
+      continue
+  if len(kept) != len(lines):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(kept)
+    os.replace(tmp, path)  # atomic: never a half-written log
