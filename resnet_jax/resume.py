@@ -5,6 +5,8 @@ import json
 import os
 
 from absl import logging
+import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from resnet_jax.errors import ConfigError
@@ -74,28 +76,46 @@ def restore_newest_readable(
   """The newest checkpoint that restores, skipping damaged ones by name.
 
   Checkpoints interrupted mid-write never count: Orbax finalises them by
-  renaming a temporary folder. Returns None if there are no checkpoints;
-  raises ConfigError if there are some but none can be read, rather than
-  start from scratch over them.
+  renaming a temporary folder. Damaged ones newer than the one restored
+  are renamed STEP.damaged (kept for inspection, out of the way of the
+  steps about to be saved again). Returns None if there are no
+  checkpoints; raises ConfigError if there are some but none can be read,
+  rather than start from scratch over them.
   """
-  all_steps = sorted(mgr.all_steps(), reverse=True)
-  failures = []
-  for step in all_steps:
+  damaged = []
+  for step in sorted(mgr.all_steps(), reverse=True):
     try:
-      return mgr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+      state = mgr.restore(step, args=ocp.args.StandardRestore(abstract_state))
     except Exception as e:  # any damage: missing, truncated, garbled files
       reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
       path = os.path.join(directory, str(step))
       logging.warning('checkpoint %s is damaged and skipped: %s', path, reason)
-      failures.append(f'{path} ({reason})')
-  if failures:
+      damaged.append((path, reason))
+      continue
+    if damaged:
+      _move_aside([path for path, _ in damaged])
+      mgr.reload()
+    return state
+  if damaged:
+    shown = '; '.join(f'{p} ({r})' for p, r in damaged[:2])
     raise ConfigError(
-      f'no readable checkpoint among {len(failures)} in '
-      f'{directory}: {"; ".join(failures[:2])}; refusing to '
-      'train from scratch over them (move them away to '
-      'start afresh)'
+      f'no readable checkpoint among {len(damaged)} in {directory}: {shown}; '
+      'refusing to train from scratch over them (move them away to start '
+      'afresh)'
     )
   return None
+
+
+def _move_aside(paths):
+  if jax.process_index() == 0:
+    for path in paths:
+      target = path + '.damaged'
+      while os.path.exists(target):
+        target += '_'
+      os.rename(path, target)
+      logging.warning('moved the damaged checkpoint to %s', target)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('resnet_jax:move_damaged')
 
 
 def truncate_metrics(workdir: str, step: int) -> None:

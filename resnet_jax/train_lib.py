@@ -168,7 +168,6 @@ def _prepare_workdir(config, workdir: str):
   after checking that a workdir being resumed ran the same experiment."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ConfigError(f'--workdir={workdir} exists and is not a directory')
-  resume.check_compatible(workdir, config)
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f'.write_test_{os.getpid()}')
@@ -190,13 +189,12 @@ def _restore(exp: Experiment, mgr, workdir: str):
   restored = resume.restore_newest_readable(
     mgr, state, os.path.join(workdir, 'checkpoints')
   )
-  if restored is None:
-    return state
-  step = int(jax.device_get(restored.step))
-  logging.warning('resuming %s from step %d', workdir, step)
-  if jax.process_index() == 0:
-    resume.truncate_metrics(workdir, step)
-  return restored
+  if restored is not None:
+    state = restored
+    logging.warning('resuming %s from step %d', workdir, int(state.step))
+  if jax.process_index() == 0:  # drop what a killed run logged past it
+    resume.truncate_metrics(workdir, int(jax.device_get(state.step)))
+  return state
 
 
 def train_and_evaluate(config, workdir: str, devices=None) -> dict:
@@ -207,6 +205,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   at the current step) and on a non-finite loss or gradient (keeping the
   last good checkpoint).
   """
+  resume.check_compatible(workdir, config)  # first: the cheapest refusal
   exp = setup(config, devices)
   t = config.train
   _prepare_workdir(config, workdir)

@@ -1,13 +1,17 @@
 """Small helpers shared by the tests."""
 
 import importlib.util
+import json
+import os
 import pathlib
 import subprocess
 import sys
+import time
 
 from ml_collections import config_dict
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+SAMPLE = REPO / 'data' / 'cifar10-sample'
 
 
 def load_config(path_and_arg: str) -> config_dict.ConfigDict:
@@ -19,7 +23,17 @@ def load_config(path_and_arg: str) -> config_dict.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def cli_env(devices: int | None = None, **extra) -> dict:
+  """The environment for a command: `devices` CPU devices, plus `extra`."""
+  env = dict(os.environ, **extra)
+  if devices is not None:
+    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  return env
+
+
+def run_cli(
+  *args: str, timeout: float = 300, devices: int | None = None, **env
+) -> subprocess.CompletedProcess:
   """Runs `python ARGS...` in the repo root, capturing text output."""
   return subprocess.run(
     [sys.executable, *args],
@@ -27,4 +41,48 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     capture_output=True,
     text=True,
     timeout=timeout,
+    env=cli_env(devices, **env),
   )
+
+
+def start_cli(
+  *args: str, devices: int | None = None, **env
+) -> subprocess.Popen:
+  """Starts `python ARGS...` in the background."""
+  return subprocess.Popen(
+    [sys.executable, *args],
+    cwd=REPO,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env=cli_env(devices, **env),
+  )
+
+
+def read_metrics(workdir, kind: str = 'train') -> list[dict]:
+  path = pathlib.Path(workdir) / 'metrics.jsonl'
+  if not path.exists():
+    return []
+  records = []
+  for line in path.read_text().splitlines():
+    try:
+      records.append(json.loads(line))
+    except ValueError:  # a line being written
+      continue
+  return [r for r in records if r['kind'] == kind]
+
+
+def wait_for_step(process, workdir, step: int, timeout: float = 120):
+  """Blocks until `workdir`'s metrics log reaches `step`."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if any(r['step'] >= step for r in read_metrics(workdir)):
+      return
+    if process.poll() is not None:
+      raise AssertionError(f'exited early: {process.communicate()[1][-2000:]}')
+    time.sleep(0.02)
+  raise AssertionError(f'step {step} not reached in {timeout}s')
+
+
+def error_lines(stderr: str) -> list[str]:
+  return [line for line in stderr.splitlines() if line.startswith('error:')]

@@ -1,0 +1,276 @@
+"""Never lose a run (issue 4): kills, preemption, damaged checkpoints, NaN,
+changed configs, other device counts. All on CPU with 8 host devices."""
+
+import os
+import random
+import shutil
+import signal
+
+from absl import logging
+import jax
+import numpy as np
+import pytest
+
+from resnet_jax import checkpoint
+from resnet_jax import resume
+from resnet_jax import train_lib
+from resnet_jax.errors import ConfigError
+from resnet_jax.errors import Stopped
+from tests.helpers import error_lines
+from tests.helpers import load_config
+from tests.helpers import read_metrics
+from tests.helpers import run_cli
+from tests.helpers import start_cli
+from tests.helpers import wait_for_step
+
+LENGTH = 30
+FLAGS = [
+  '--config=configs/quickstart.py:resnet8',
+  f'--config.train.length={LENGTH}',
+  '--config.train.log_every=1',
+  '--config.train.checkpoint_every=5',
+  '--config.train.eval_every=1000',
+  '--config.train.batch_size=16',
+]
+
+
+def config_for(length=LENGTH, **train):
+  """The in-process twin of FLAGS."""
+  config = load_config('configs/quickstart.py:resnet8')
+  config.train.update(
+    dict(
+      dict(
+        length=length,
+        log_every=1,
+        checkpoint_every=5,
+        eval_every=1000,
+        batch_size=16,
+      ),
+      **train,
+    )
+  )
+  return config
+
+
+def final_state(workdir, config=None):
+  config = config or config_for()
+  exp = train_lib.setup(config)
+  mgr = checkpoint.manager(str(workdir), 3)
+  return jax.device_get(
+    resume.restore_newest_readable(
+      mgr, train_lib.initial_state(exp), str(workdir / 'checkpoints')
+    )
+  )
+
+
+def losses(workdir):
+  return [(r['step'], r['loss']) for r in read_metrics(workdir)]
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('uninterrupted')
+  result = run_cli('train.py', *FLAGS, f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr
+  return workdir
+
+
+def assert_same_run(workdir, reference):
+  a, b = final_state(workdir), final_state(reference)
+  assert int(a.step) == int(b.step) == LENGTH
+  jax.tree.map(np.testing.assert_array_equal, a, b)  # bit-identical
+  assert losses(workdir) == losses(reference)  # and the same log
+
+
+def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(
+  uninterrupted, tmp_path
+):
+  workdir = tmp_path / 'killed'
+  kill_at = random.Random().randint(6, LENGTH - 4)
+  process = start_cli('train.py', *FLAGS, f'--workdir={workdir}')
+  wait_for_step(process, workdir, kill_at)
+  process.kill()  # SIGKILL: no handler, no cleanup
+  process.wait()
+  assert read_metrics(workdir)[-1]['step'] < LENGTH, 'finished before kill'
+  result = run_cli('train.py', *FLAGS, f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr
+  assert_same_run(workdir, uninterrupted)
+
+
+@pytest.mark.parametrize(
+  'sig,code', [(signal.SIGTERM, 143), (signal.SIGINT, 130)]
+)
+def test_preemption_saves_at_the_current_step_and_resumes(
+  uninterrupted, tmp_path, sig, code
+):
+  workdir = tmp_path / 'preempted'
+  process = start_cli('train.py', *FLAGS, f'--workdir={workdir}')
+  wait_for_step(process, workdir, 7)
+  process.send_signal(sig)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == code, stderr
+  line = [x for x in stderr.splitlines() if 'run the same command' in x]
+  assert len(line) == 1 and signal.Signals(sig).name in line[0], stderr
+  saved = int(line[0].split(' at step ')[1].split(':')[0])
+  assert saved >= 7 and str(saved) in os.listdir(workdir / 'checkpoints')
+  result = run_cli('train.py', *FLAGS, f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr
+  assert_same_run(workdir, uninterrupted)
+
+
+@pytest.fixture
+def two_checkpoints(tmp_path):
+  """A workdir with checkpoints at steps 5 and 10."""
+  workdir = tmp_path / 'run'
+  train_lib.train_and_evaluate(config_for(length=10), str(workdir))
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['10', '5']
+  return workdir
+
+
+def _damage(step_dir, how):
+  files = [os.path.join(d, f) for d, _, fs in os.walk(step_dir) for f in fs]
+  if how == 'truncated':
+    biggest = max(files, key=os.path.getsize)
+    with open(biggest, 'r+b') as f:
+      f.truncate(os.path.getsize(biggest) // 2)
+  elif how == 'missing':
+    os.remove(os.path.join(step_dir, 'default', '_METADATA'))
+  elif how == 'garbled':
+    path = os.path.join(step_dir, 'default', 'manifest.ocdbt')
+    with open(path, 'r+b') as f:
+      f.write(b'\0' * os.path.getsize(path))
+
+
+@pytest.mark.parametrize('how', ['truncated', 'missing', 'garbled'])
+def test_damaged_checkpoint_is_named_and_skipped(two_checkpoints, how, caplog):
+  workdir = two_checkpoints
+  _damage(workdir / 'checkpoints' / '10', how)
+  with caplog.at_level(logging.WARNING):
+    state = final_state(workdir, config_for(length=10))
+  assert int(state.step) == 5
+  assert any(
+    str(workdir / 'checkpoints' / '10') in r.getMessage()
+    for r in caplog.records
+  )
+  assert os.path.isdir(workdir / 'checkpoints' / '10.damaged')  # kept
+  # Training resumes from 5 and ends where it would have.
+  result = train_lib.train_and_evaluate(config_for(length=10), str(workdir))
+  assert result['step'] == 10
+  assert [s for s, _ in losses(workdir)] == list(range(1, 11))
+  assert int(final_state(workdir, config_for(length=10)).step) == 10
+
+
+def test_checkpoint_interrupted_mid_write_is_never_restored(two_checkpoints):
+  workdir = two_checkpoints
+  # What a kill during a save leaves: a temporary folder, never finalised.
+  shutil.copytree(
+    workdir / 'checkpoints' / '10',
+    workdir / 'checkpoints' / '15.orbax-checkpoint-tmp',
+  )
+  os.remove(
+    workdir / 'checkpoints' / '15.orbax-checkpoint-tmp' / 'commit_success.txt'
+  )
+  assert int(final_state(workdir, config_for(length=10)).step) == 10
+
+
+def test_no_readable_checkpoint_stops_and_keeps_everything(two_checkpoints):
+  workdir = two_checkpoints
+  for step in ('5', '10'):
+    _damage(workdir / 'checkpoints' / step, 'missing')
+  before = sorted(p for p, _, _ in os.walk(workdir))
+  result = run_cli(
+    'train.py',
+    *FLAGS[:1],
+    '--config.train.length=10',
+    '--config.train.log_every=1',
+    '--config.train.checkpoint_every=5',
+    '--config.train.eval_every=1000',
+    '--config.train.batch_size=16',
+    f'--workdir={workdir}',
+  )
+  assert result.returncode == 2
+  errors = error_lines(result.stderr)
+  assert len(errors) == 1 and 'no readable checkpoint among 2' in errors[0]
+  assert 'refusing to train from scratch' in errors[0]
+  assert sorted(p for p, _, _ in os.walk(workdir)) == before
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  config = config_for(length=20, checkpoint_every=2)
+  # Sane until update 6, then a learning rate that blows the weights up.
+  config.optim.lr_boundaries = (6,)
+  config.optim.lr_decay_factor = 1e35
+  with pytest.raises(Stopped) as stopped:
+    train_lib.train_and_evaluate(config, str(tmp_path))
+  message, code = str(stopped.value), stopped.value.exit_code
+  assert code == 3 and 'non-finite' in message and 'at step' in message
+  good = message.split('checkpoints/')[1].split(',')[0]
+  assert int(good) <= 6 and 'is kept' in message
+  assert sorted(map(int, os.listdir(tmp_path / 'checkpoints')))[-1] == int(good)
+  state = final_state(tmp_path, config)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
+
+
+def test_changed_experiment_is_refused_safe_changes_allowed(
+  uninterrupted, tmp_path
+):
+  workdir = tmp_path / 'copy'
+  shutil.copytree(uninterrupted, workdir)
+  saved = (workdir / 'config.json').read_text()
+  for flag, key in [
+    ('--config.model.shortcut=B', 'model.shortcut'),
+    ('--config.data.name=cifar100', 'data.name'),
+    ('--config.optim.lr=0.2', 'optim.lr'),
+  ]:
+    result = run_cli('train.py', *FLAGS, flag, f'--workdir={workdir}')
+    assert result.returncode == 2
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and key in errors[0], result.stderr
+    assert 'cannot resume' in errors[0]
+    assert (workdir / 'config.json').read_text() == saved
+  result = run_cli(
+    'train.py',
+    *FLAGS,
+    f'--config.train.length={LENGTH + 4}',
+    '--config.train.eval_every=7',
+    f'--workdir={workdir}',
+  )
+  assert result.returncode == 0, result.stderr
+  assert read_metrics(workdir)[-1]['step'] == LENGTH + 4
+
+
+@pytest.mark.parametrize('devices', [2, 1])
+def test_checkpoint_from_8_devices_resumes_on_fewer(
+  uninterrupted, tmp_path, devices
+):
+  workdir = tmp_path / 'fewer'
+  shutil.copytree(uninterrupted, workdir)
+  result = run_cli(
+    'train.py',
+    *FLAGS,
+    f'--config.train.length={LENGTH + 5}',
+    f'--workdir={workdir}',
+    devices=devices,
+  )
+  assert result.returncode == 0, result.stderr
+  records = read_metrics(workdir)
+  assert [r['step'] for r in records] == list(range(1, LENGTH + 6))
+  assert all(np.isfinite(r['loss']) for r in records)
+
+
+def test_same_seed_same_devices_same_losses(tmp_path):
+  config = config_for(length=8)
+  first = train_lib.train_and_evaluate(config, str(tmp_path / 'a'))
+  second = train_lib.train_and_evaluate(config, str(tmp_path / 'b'))
+  assert losses(tmp_path / 'a') == losses(tmp_path / 'b')
+  assert first['top1_accuracy'] == second['top1_accuracy']
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a folder')
+  with pytest.raises(ConfigError, match='exists and is not a directory'):
+    train_lib.train_and_evaluate(config_for(), str(blocker))
+  with pytest.raises(ConfigError, match='cannot write to --workdir'):
+    train_lib.train_and_evaluate(config_for(), str(blocker / 'sub'))
+  assert blocker.read_text() == 'not a folder'
