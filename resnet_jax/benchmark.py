@@ -27,6 +27,11 @@ from resnet_jax import train_lib
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
 _STEPS = flags.DEFINE_integer('steps', 100, 'Timed steps for each figure.')
 _WARMUP = flags.DEFINE_integer('warmup', 5, 'Untimed steps (compilation).')
+_CHECKPOINT_EVERY = flags.DEFINE_integer(
+  'checkpoint_every',
+  None,
+  'Also time the loop saving a checkpoint every this many steps.',
+)
 
 
 def step_images_per_sec(config, num_steps: int, warmup: int) -> float:
@@ -54,7 +59,11 @@ def step_images_per_sec(config, num_steps: int, warmup: int) -> float:
   return num_steps * config.train.batch_size / (time.perf_counter() - start)
 
 
-def loop_images_per_sec(config, num_steps: int, warmup: int) -> float:
+def loop_images_per_sec(
+  config, num_steps: int, warmup: int, checkpoint_every: int | None = None
+) -> float:
+  """The loop's own steady images/s; checkpoints only at the end unless
+  `checkpoint_every` is given."""
   config = config.copy_and_resolve_references()
   t = config.train
   t.unit, t.length = 'steps', warmup + num_steps
@@ -64,6 +73,7 @@ def loop_images_per_sec(config, num_steps: int, warmup: int) -> float:
   if warmup % t.log_every:
     t.length = warmup + num_steps + (t.log_every - warmup % t.log_every)
   config.data.eval_on = 'none'
+  t.checkpoint_every = checkpoint_every or t.length
   with tempfile.TemporaryDirectory() as workdir:
     result = train_lib.train_and_evaluate(config, workdir)
   return result['steady_images_per_sec']
@@ -75,24 +85,32 @@ def main(argv):
   config = _CONFIG.value
   step = step_images_per_sec(config, _STEPS.value, _WARMUP.value)
   loop = loop_images_per_sec(config, _STEPS.value, _WARMUP.value)
-  device = jax.devices()[0]
-  print(
-    json.dumps(
-      dict(
-        step_images_per_sec=round(step, 2),
-        loop_images_per_sec=round(loop, 2),
-        loop_over_step=round(loop / step, 4),
-        batch_size=config.train.batch_size,
-        steps=_STEPS.value,
-        devices=jax.device_count(),
-        device_kind=device.device_kind,
-        platform=device.platform,
-        jax=jax.__version__,
-        host=platform.node(),
-        date=datetime.date.today().isoformat(),
-      )
-    )
+  report = dict(
+    step_images_per_sec=round(step, 2),
+    loop_images_per_sec=round(loop, 2),
+    loop_over_step=round(loop / step, 4),
   )
+  if _CHECKPOINT_EVERY.value:
+    saving = loop_images_per_sec(
+      config, _STEPS.value, _WARMUP.value, _CHECKPOINT_EVERY.value
+    )
+    report.update(
+      checkpoint_every=_CHECKPOINT_EVERY.value,
+      loop_with_checkpoints_images_per_sec=round(saving, 2),
+      checkpoints_over_loop=round(saving / loop, 4),
+    )
+  device = jax.devices()[0]
+  report.update(
+    batch_size=config.train.batch_size,
+    steps=_STEPS.value,
+    devices=jax.device_count(),
+    device_kind=device.device_kind,
+    platform=device.platform,
+    jax=jax.__version__,
+    host=platform.node(),
+    date=datetime.date.today().isoformat(),
+  )
+  print(json.dumps(report))
 
 
 if __name__ == '__main__':

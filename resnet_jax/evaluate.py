@@ -78,8 +78,10 @@ def evaluate_workdir(config, workdir: str) -> dict:
   )
   # The optimizer only shapes the checkpoint here: one step per epoch will do.
   tx, _ = optim.optimizer(config, params['params'], steps_per_epoch=1)
-  mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    raise ConfigError(f'no checkpoint in {directory}')
+  mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   state = resume.restore_newest_readable(
     mgr, train_lib.abstract_state(model, tx, shape, mesh), directory
   )

@@ -163,9 +163,8 @@ def evaluate(
   )
 
 
-def _prepare_workdir(config, workdir: str):
-  """Creates WORKDIR (or checks it may be written) and records the config,
-  after checking that a workdir being resumed ran the same experiment."""
+def _prepare_workdir(workdir: str):
+  """Creates WORKDIR, or checks that it may be written."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ConfigError(f'--workdir={workdir} exists and is not a directory')
   try:
@@ -178,6 +177,9 @@ def _prepare_workdir(config, workdir: str):
     raise ConfigError(
       f'cannot write to --workdir={workdir}: {e.strerror or e}'
     ) from e
+
+
+def _write_config(config, workdir: str):
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
@@ -208,9 +210,10 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   resume.check_compatible(workdir, config)  # first: the cheapest refusal
   exp = setup(config, devices)
   t = config.train
-  _prepare_workdir(config, workdir)
+  _prepare_workdir(workdir)
   mgr = checkpoint.manager(workdir, t.keep_checkpoints)
   state = _restore(exp, mgr, workdir)
+  _write_config(config, workdir)  # only once the run can really go on
   data = steps.replicate(
     exp.mesh, (exp.data.train.images, exp.data.train.labels)
   )

@@ -105,34 +105,3 @@ def test_summary_table():
   assert result.returncode == 0, result.stderr
   last = result.stdout.strip().splitlines()[-1].split()
   assert last == ['total', '25,557,032', '3,857,973,248']
-
-
-@pytest.mark.parametrize(
-  'flags,message',
-  [
-    (['--config=configs/cifar10.py:resnet21'], 'not 6n+2'),
-    (['--config=configs/cifar10.py:resnet20,shortcut=E'], 'A, B, C, D'),
-    (
-      ['--config=configs/cifar10.py:resnet20', '--config.model.shortcutt=B'],
-      "unknown config key 'shortcutt' (did you mean 'shortcut'?)",
-    ),
-    (
-      ['--config=configs/cifar10.py:resnet20', '--config.model.depth=x'],
-      'invalid literal',
-    ),
-    (
-      ['--config=configs/cifar10.py:plain20', '--config.model.shortcut=B'],
-      'plain nets have no shortcut',
-    ),
-    (['--config=configs/missing.py'], 'cannot load --config'),
-  ],
-)
-def test_summary_bad_input_one_line_and_exit_2(flags, message):
-  result = run_cli('-m', 'resnet_jax.summary', *flags)
-  assert result.returncode == 2
-  assert result.stdout == ''
-  errors = [
-    line for line in result.stderr.splitlines() if line.startswith('error:')
-  ]
-  assert len(errors) == 1 and message in errors[0], result.stderr
-  assert 'Traceback' not in result.stderr

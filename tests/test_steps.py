@@ -1,5 +1,7 @@
 """The data-parallel step on 8 CPU devices (issue 3)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,6 +82,11 @@ def test_per_device_bn_equals_mean_of_independent_shards():
   images = jnp.asarray(exp.data.train.images)
   labels = jnp.asarray(exp.data.train.labels)
   key = jax.random.key(0)
+  step = jax.jit(
+    functools.partial(
+      steps.train_step, model=exp.model, tx=exp.tx, lr_fn=exp.lr_fn
+    )
+  )
   shards = []
   for d in range(8):
     x, y = augment.train_batch(
@@ -91,11 +98,7 @@ def test_per_device_bn_equals_mean_of_independent_shards():
       16,
       jnp.arange(2 * d, 2 * d + 2),
     )
-    shards.append(
-      steps.train_step(
-        state0, x, y, model=exp.model, tx=exp.tx, lr_fn=exp.lr_fn
-      )
-    )
+    shards.append(step(state0, x, y))
   mean_params = jax.tree.map(
     lambda *p: np.mean(p, axis=0), *[s.params for s, _ in shards]
   )
