@@ -20,7 +20,12 @@ class Watcher:
     self._previous = {}
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    # With several processes JAX's own handler catches SIGTERM and tells
+    # every process; a Python handler here would replace it.
+    if (
+      jax.process_count() == 1
+      and threading.current_thread() is threading.main_thread()
+    ):
       for sig in (signal.SIGTERM, signal.SIGINT):
         self._previous[sig] = signal.signal(sig, self._handle)
     return self

@@ -1,6 +1,7 @@
 """Two processes on 127.0.0.1 (jax.distributed, gloo CPU collectives, two
 host devices each) train like one process with four devices (issue 4)."""
 
+import signal
 import socket
 
 import numpy as np
@@ -8,6 +9,7 @@ import numpy as np
 from tests.helpers import read_metrics
 from tests.helpers import run_cli
 from tests.helpers import start_cli
+from tests.helpers import wait_for_step
 
 FLAGS = [
   '--config=configs/quickstart.py:resnet8',
@@ -60,3 +62,34 @@ def test_two_processes_match_one_with_the_same_devices(tmp_path):
   assert val_a[0]['num_examples'] == val_b[0]['num_examples'] == 200
   np.testing.assert_allclose(val_a[0]['loss'], val_b[0]['loss'], rtol=1e-2)
   assert sorted(p.name for p in (two / 'checkpoints').iterdir()) == ['10', '5']
+
+
+def test_sigterm_to_one_process_saves_both_at_the_same_step(tmp_path):
+  workdir = tmp_path / 'preempted'
+  port = free_port()
+  flags = [*FLAGS[:1], '--config.train.length=400', *FLAGS[2:]]
+  processes = [
+    start_cli(
+      'train.py',
+      *flags,
+      f'--workdir={workdir}',
+      devices=2,
+      JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+      JAX_NUM_PROCESSES='2',
+      JAX_PROCESS_ID=str(i),
+    )
+    for i in range(2)
+  ]
+  wait_for_step(processes[0], workdir, 6)
+  processes[1].send_signal(signal.SIGTERM)  # only process 1 is told
+  outputs = [p.communicate(timeout=300) for p in processes]
+  assert [p.returncode for p in processes] == [143, 143], outputs[0][1][-2000:]
+  saved = [
+    next(line for line in stderr.splitlines() if 'run the same command' in line)
+    for _, stderr in outputs
+  ]
+  steps = {int(line.split(' at step ')[1].split(':')[0]) for line in saved}
+  assert len(steps) == 1  # both processes agreed on the step
+  (step,) = steps
+  assert 6 <= step < 400
+  assert str(step) in [p.name for p in (workdir / 'checkpoints').iterdir()]
