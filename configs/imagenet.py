@@ -23,4 +23,12 @@ def get_config(arg: str = 'resnet50') -> config_dict.ConfigDict:
   config.data.name = 'imagenet2012'
   config.data.num_classes = 1000
   config.data.image_size = 224  # the paper's training crop
+  # train/<class>/*.jpg and val/<class>/*.jpg; None: tfds imagenet2012.
+  config.data.image_folder = config_dict.placeholder(str)
+  # tfds' manual folder with the official tars; None: <data dir>/downloads/manual
+  config.data.manual_dir = config_dict.placeholder(str)
+  config.data.tfds_data_dir = config_dict.placeholder(str)
+  config.data.train_crop = 'scale'  # section 3.4; or 'inception'
+  config.data.shuffle_buffer = 16384  # examples (file names or records)
+  config.data.eval_protocol = 'center'  # or 'ten_crop', 'multiscale'
   return config

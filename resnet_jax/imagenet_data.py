@@ -33,13 +33,16 @@ def list_image_folder(root: str, split: str):
   """
   folder = os.path.join(root, split)
   if not os.path.isdir(folder):
-    raise ConfigError(f'image folder {folder} not found: expected '
-                      f'{root}/{split}/<class>/*.jpg')
-  classes = sorted(d for d in os.listdir(folder)
-                   if os.path.isdir(os.path.join(folder, d)))
+    raise ConfigError(
+      f'image folder {folder} not found: expected {root}/{split}/<class>/*.jpg'
+    )
+  classes = sorted(
+    d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))
+  )
   if not classes:
-    raise ConfigError(f'{folder} has no class folders (expected '
-                      f'{folder}/<class>/*.jpg)')
+    raise ConfigError(
+      f'{folder} has no class folders (expected {folder}/<class>/*.jpg)'
+    )
   paths, labels = [], []
   for label, name in enumerate(classes):
     found = 0
@@ -61,13 +64,15 @@ def list_image_folder(root: str, split: str):
 
 
 def folder_dataset(root: str, split: str):
-  """(tf.data of (jpeg bytes, label), number of examples, class names)."""
+  """(tf.data of (path, label), number of examples, class names); the
+  files are read later, after sharding and skipping."""
   tf = _tf()
   paths, labels, classes = list_image_folder(root, split)
-  ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-  ds = ds.map(lambda p, y: (tf.io.read_file(p), y),
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return ds, len(paths), classes
+  return (
+    tf.data.Dataset.from_tensor_slices((paths, labels)),
+    len(paths),
+    classes,
+  )
 
 
 def tfds_dataset(data_cfg, split: str):
@@ -76,26 +81,44 @@ def tfds_dataset(data_cfg, split: str):
   import tensorflow_datasets as tfds
 
   manual = data_cfg.manual_dir or os.path.join(
-      data_cfg.tfds_data_dir or os.path.expanduser('~/tensorflow_datasets'),
-      'downloads', 'manual')
+    data_cfg.tfds_data_dir or os.path.expanduser('~/tensorflow_datasets'),
+    'downloads',
+    'manual',
+  )
   builder = tfds.builder('imagenet2012', data_dir=data_cfg.tfds_data_dir)
   prepared = tf.io.gfile.exists(
-      os.path.join(builder.data_dir, 'dataset_info.json'))
+    os.path.join(builder.data_dir, 'dataset_info.json')
+  )
   if not prepared:
     if not os.path.isdir(manual):
       raise ConfigError(
-          f'imagenet2012 is not prepared in {builder.data_dir} and the '
-          f'manual folder {manual} does not exist: put ILSVRC2012_img_train'
-          '.tar and ILSVRC2012_img_val.tar there (tfds\' manual download), '
-          'or use --config.data.image_folder=DIR')
+        f'imagenet2012 is not prepared in {builder.data_dir} and the '
+        f'manual folder {manual} does not exist: put ILSVRC2012_img_train'
+        ".tar and ILSVRC2012_img_val.tar there (tfds' manual download), "
+        'or use --config.data.image_folder=DIR'
+      )
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual))
+      download_config=tfds.download.DownloadConfig(manual_dir=manual)
+    )
   name = 'validation' if split == 'val' else split
-  ds = builder.as_dataset(split=name, shuffle_files=False,
-                          decoders={'image': tfds.decode.SkipDecoding()})
+  ds = builder.as_dataset(
+    split=name,
+    shuffle_files=False,
+    decoders={'image': tfds.decode.SkipDecoding()},
+  )
   ds = ds.map(lambda x: (x['image'], tf.cast(x['label'], tf.int32)))
-  return (ds, builder.info.splits[name].num_examples,
-          builder.info.features['label'].names)
+  return (
+    ds,
+    builder.info.splits[name].num_examples,
+    builder.info.features['label'].names,
+  )
+
+
+def _read(tf, data_cfg):
+  """Folder sources yield paths, tfds sources bytes: bytes either way."""
+  if data_cfg.image_folder:
+    return lambda path, label: (tf.io.read_file(path), label)
+  return lambda jpeg, label: (jpeg, label)
 
 
 def source(data_cfg, split: str):
@@ -103,3 +126,104 @@ def source(data_cfg, split: str):
   if data_cfg.image_folder:
     return folder_dataset(data_cfg.image_folder, split)
   return tfds_dataset(data_cfg, split)
+
+
+def train_dataset(data_cfg, batch_size: int, seed: int, start_step: int = 0):
+  """Endless training batches of this process: uint8 (B, 224, 224, 3) and
+  int32 labels, `batch_size` per process.
+
+  Epoch e is shuffled by (seed, e) and each example's crop and flip are
+  seeded by its position in the stream, so starting at `start_step` skips
+  exactly the examples an uninterrupted run consumed, without decoding
+  them. (Exact for one process count; the file-level shuffle buffer keeps
+  the order from depending on I/O timing.)
+  """
+  tf = _tf()
+  from resnet_jax import imagenet_ops
+
+  ds, _, _ = source(data_cfg, 'train')
+  ds = ds.shard(_process_count(), _process_index())
+  ds = ds.shuffle(
+    data_cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True
+  ).repeat()
+  ds = ds.skip(start_step * batch_size)
+  crop = {
+    'scale': imagenet_ops.scale_augment,
+    'inception': imagenet_ops.inception_crop,
+  }[data_cfg.train_crop]
+  read = _read(tf, data_cfg)
+
+  def preprocess(index, example):
+    jpeg, label = read(*example)
+    return crop(jpeg, tf.stack([tf.cast(seed, tf.int64), index])), label
+
+  ds = ds.enumerate(start=start_step * batch_size)
+  ds = ds.map(
+    preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+  )
+  # A corrupt JPEG is skipped, with TF's warning naming the error, rather
+  # than crashing the run mid-epoch.
+  ds = ds.ignore_errors(log_warning=True)
+  ds = ds.batch(batch_size, drop_remainder=True)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(
+  data_cfg, split: str, batch_size: int, protocol: str, side: int | None = None
+):
+  """This process's evaluation batches: (views, labels, mask), every
+  example exactly once; the last batch is padded and its mask says so.
+
+  views: (B, V, H, W, 3) uint8 with V = 1 ('center'), 10 ('ten_crop') or
+  2 ('multiscale' at shorter side `side`: the image and its flip, whole,
+  so batch_size must be 1 there: shapes differ between images).
+  """
+  tf = _tf()
+  from resnet_jax import imagenet_ops
+
+  if protocol not in ('center', 'ten_crop', 'multiscale'):
+    raise ConfigError(
+      f'evaluation protocol {protocol!r} is not one of '
+      'center, ten_crop, multiscale'
+    )
+  if protocol == 'multiscale' and batch_size != 1:
+    raise ConfigError(
+      'multi-scale evaluation takes one image at a time '
+      '(batch_size=1): images keep their aspect ratios'
+    )
+  ds, _, _ = source(data_cfg, split)
+  ds = ds.shard(_process_count(), _process_index())
+  read = _read(tf, data_cfg)
+  views = {
+    'center': lambda j: imagenet_ops.center_crop(j)[None],
+    'ten_crop': imagenet_ops.ten_crops,
+    'multiscale': lambda j: imagenet_ops.multiscale(j, side),
+  }[protocol]
+
+  def preprocess(path_or_jpeg, label):
+    jpeg, label = read(path_or_jpeg, label)
+    return views(jpeg), label, tf.constant(1.0)
+
+  ds = ds.map(
+    preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+  )
+  ds = ds.batch(batch_size)
+
+  def pad(images, labels, mask):
+    missing = batch_size - tf.shape(labels)[0]
+    images = tf.pad(images, [[0, missing], [0, 0], [0, 0], [0, 0], [0, 0]])
+    return images, tf.pad(labels, [[0, missing]]), tf.pad(mask, [[0, missing]])
+
+  return ds.map(pad).prefetch(tf.data.AUTOTUNE)
+
+
+def _process_index():
+  import jax
+
+  return jax.process_index()
+
+
+def _process_count():
+  import jax
+
+  return jax.process_count()

@@ -20,9 +20,11 @@ MULTISCALE_SIDES = (224, 256, 384, 480, 640)  # section 3.4, Table 3
 # AlexNet's lighting noise (Krizhevsky et al. 2012): eigenvalues and
 # eigenvectors of the RGB covariance of ImageNet pixels (0-255 scale).
 PCA_EIGVAL = (55.46, 4.794, 1.148)
-PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
-              (-0.5808, -0.0045, -0.8140),
-              (-0.5836, -0.6948, 0.4203))
+PCA_EIGVEC = (
+  (-0.5675, 0.7192, 0.4009),
+  (-0.5808, -0.0045, -0.8140),
+  (-0.5836, -0.6948, 0.4203),
+)
 
 
 def image_shape(jpeg):
@@ -34,8 +36,9 @@ def decode_window(jpeg, top, left, height, width, size):
   """The window decoded alone, then resized to `size` x `size` uint8."""
   window = tf.stack([top, left, height, width])
   image = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
-  image = tf.image.resize(image, (size, size), method='bilinear',
-                          antialias=True)
+  image = tf.image.resize(
+    image, (size, size), method='bilinear', antialias=True
+  )
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
@@ -44,32 +47,42 @@ def scale_augment(jpeg, seed, min_side=256, max_side=480, size=CROP):
   a random size x size crop of that, flipped half the time."""
   seeds = tf.random.experimental.stateless_split(seed, 4)
   h, w = image_shape(jpeg)
-  side = tf.random.stateless_uniform([], seeds[0], min_side, max_side + 1,
-                                     dtype=tf.int32)
+  side = tf.random.stateless_uniform(
+    [], seeds[0], min_side, max_side + 1, dtype=tf.int32
+  )
   scale = tf.cast(side, tf.float32) / tf.cast(tf.minimum(h, w), tf.float32)
   # The crop, in original pixels: at least one pixel, at most the image.
   crop = tf.cast(tf.round(size / scale), tf.int32)
   crop_h, crop_w = tf.minimum(crop, h), tf.minimum(crop, w)
-  top = tf.random.stateless_uniform([], seeds[1], 0, h - crop_h + 1,
-                                    dtype=tf.int32)
-  left = tf.random.stateless_uniform([], seeds[2], 0, w - crop_w + 1,
-                                     dtype=tf.int32)
+  top = tf.random.stateless_uniform(
+    [], seeds[1], 0, h - crop_h + 1, dtype=tf.int32
+  )
+  left = tf.random.stateless_uniform(
+    [], seeds[2], 0, w - crop_w + 1, dtype=tf.int32
+  )
   image = decode_window(jpeg, top, left, crop_h, crop_w, size)
   return tf.image.stateless_random_flip_left_right(image, seeds[3])
 
 
-def inception_crop(jpeg, seed, size=CROP, area=(0.08, 1.0),
-                   ratio=(3 / 4, 4 / 3)):
+def inception_crop(
+  jpeg, seed, size=CROP, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+):
   """Szegedy et al.'s random-resized crop (8-100% of the area, aspect
   3/4-4/3), flipped half the time: the now-common switch."""
   seeds = tf.random.experimental.stateless_split(seed, 2)
   shape = tf.image.extract_jpeg_shape(jpeg)
   begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      shape, tf.zeros([0, 0, 4]), seed=seeds[0], area_range=area,
-      aspect_ratio_range=ratio, max_attempts=10,
-      use_image_if_no_bounding_boxes=True)
-  image = decode_window(jpeg, begin[0], begin[1], crop_size[0], crop_size[1],
-                        size)
+    shape,
+    tf.zeros([0, 0, 4]),
+    seed=seeds[0],
+    area_range=area,
+    aspect_ratio_range=ratio,
+    max_attempts=10,
+    use_image_if_no_bounding_boxes=True,
+  )
+  image = decode_window(
+    jpeg, begin[0], begin[1], crop_size[0], crop_size[1], size
+  )
   return tf.image.stateless_random_flip_left_right(image, seeds[1])
 
 
@@ -92,8 +105,9 @@ def center_crop(jpeg, side=TEN_CROP_SIDE, size=CROP):
   scale = tf.cast(side, tf.float32) / tf.cast(tf.minimum(h, w), tf.float32)
   crop = tf.cast(tf.round(size / scale), tf.int32)
   crop_h, crop_w = tf.minimum(crop, h), tf.minimum(crop, w)
-  return decode_window(jpeg, (h - crop_h) // 2, (w - crop_w) // 2, crop_h,
-                       crop_w, size)
+  return decode_window(
+    jpeg, (h - crop_h) // 2, (w - crop_w) // 2, crop_h, crop_w, size
+  )
 
 
 def ten_crops(jpeg, side=TEN_CROP_SIDE, size=CROP):
@@ -101,9 +115,14 @@ def ten_crops(jpeg, side=TEN_CROP_SIDE, size=CROP):
   `side`, and their flips: (10, size, size, 3)."""
   image = resize_shorter(decode(jpeg), side)
   h, w = tf.shape(image)[0], tf.shape(image)[1]
-  corners = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size),
-             ((h - size) // 2, (w - size) // 2)]
-  crops = [image[t:t + size, l:l + size] for t, l in corners]
+  corners = [
+    (0, 0),
+    (0, w - size),
+    (h - size, 0),
+    (h - size, w - size),
+    ((h - size) // 2, (w - size) // 2),
+  ]
+  crops = [image[top : top + size, left : left + size] for top, left in corners]
   crops += [c[:, ::-1] for c in crops]
   return tf.stack(crops)
 
@@ -116,8 +135,9 @@ def multiscale(jpeg, side, multiple=32):
   image = decode(jpeg)
   h, w = tf.unstack(tf.cast(tf.shape(image)[:2], tf.float32))
   scale = tf.cast(side, tf.float32) / tf.minimum(h, w)
-  longer = tf.cast(tf.round(tf.maximum(h, w) * scale / multiple),
-                   tf.int32) * multiple
+  longer = (
+    tf.cast(tf.round(tf.maximum(h, w) * scale / multiple), tf.int32) * multiple
+  )
   longer = tf.maximum(longer, side)
   new = tf.where(h <= w, tf.stack([side, longer]), tf.stack([longer, side]))
   image = tf.image.resize(image, new, method='bilinear', antialias=True)

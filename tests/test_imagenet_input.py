@@ -1,0 +1,128 @@
+"""The ImageNet host pipeline on the bundled real JPEGs (issue 5)."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from resnet_jax import imagenet_data
+from resnet_jax.errors import ConfigError
+from tests.helpers import REPO
+from tests.helpers import load_config
+
+FOLDER = REPO / 'data' / 'imagenet-sample'
+WNIDS = sorted(os.listdir(FOLDER / 'train'))
+
+
+def data_config(folder=FOLDER, **overrides):
+  config = load_config('configs/imagenet.py:resnet18').data
+  config.image_folder = str(folder)
+  config.shuffle_buffer = 64
+  config.update(overrides)
+  return config
+
+
+def take(ds, n):
+  return [tuple(np.asarray(t) for t in b) for b in ds.take(n)]
+
+
+def test_labels_follow_sorted_class_folders():
+  paths, labels, classes = imagenet_data.list_image_folder(str(FOLDER), 'train')
+  assert classes == WNIDS and len(paths) == 40
+  for path, label in zip(paths, labels):
+    assert os.path.basename(os.path.dirname(path)) == WNIDS[label]
+
+
+@pytest.mark.parametrize('crop', ['scale', 'inception'])
+def test_training_batches(crop):
+  ds = imagenet_data.train_dataset(data_config(train_crop=crop), 8, seed=0)
+  batches = take(ds, 6)  # more than an epoch of 40: it repeats
+  for images, labels in batches:
+    assert images.shape == (8, 224, 224, 3) and images.dtype == np.uint8
+    assert labels.dtype == np.int32 and labels.min() >= 0
+    assert labels.max() < 40
+    assert images.std() > 10  # real pictures, not padding
+  seen = np.concatenate([labels for _, labels in batches[:5]])
+  assert sorted(seen) == list(range(40))  # one epoch: every image once
+
+
+def test_training_stream_resumes_exactly():
+  config = data_config()
+  whole = take(imagenet_data.train_dataset(config, 8, seed=3), 7)
+  resumed = take(
+    imagenet_data.train_dataset(config, 8, seed=3, start_step=5), 2
+  )
+  for (a, la), (b, lb) in zip(whole[5:], resumed):
+    np.testing.assert_array_equal(la, lb)
+    np.testing.assert_array_equal(a, b)  # same images, same crops
+
+
+def test_center_crop_counts_every_image_once_with_a_padded_mask():
+  ds = imagenet_data.eval_dataset(data_config(), 'train', 16, 'center')
+  batches = take(ds, 10)
+  assert len(batches) == 3  # 16 + 16 + 8 padded to 16
+  views, labels, mask = batches[-1]
+  assert views.shape == (16, 1, 224, 224, 3) and views.dtype == np.uint8
+  assert mask.tolist() == [1.0] * 8 + [0.0] * 8
+  assert not views[8:].any()
+  assert sum(int(m.sum()) for _, _, m in batches) == 40
+
+
+def test_ten_crops_are_corners_centre_and_flips():
+  ((views, _, mask),) = take(
+    imagenet_data.eval_dataset(data_config(), 'train', 40, 'ten_crop'), 1
+  )
+  assert views.shape == (40, 10, 224, 224, 3) and mask.sum() == 40
+  np.testing.assert_array_equal(views[:, 5:], views[:, :5, :, ::-1])
+  assert not np.array_equal(views[:, 0], views[:, 3])  # distinct corners
+
+
+@pytest.mark.parametrize('side', [224, 480])
+def test_multiscale_views_keep_the_whole_image(side):
+  ds = imagenet_data.eval_dataset(
+    data_config(), 'train', 1, 'multiscale', side=side
+  )
+  for views, _, _ in take(ds, 40):
+    assert views.shape[:2] == (1, 2) and min(views.shape[2:4]) == side
+    assert max(views.shape[2:4]) % 32 == 0
+    np.testing.assert_array_equal(views[0, 1], views[0, 0, :, ::-1])
+
+
+def test_grayscale_and_tiny_images():
+  config = data_config()
+  ((views, labels, _),) = take(
+    imagenet_data.eval_dataset(config, 'train', 40, 'center'), 1
+  )
+  gray = WNIDS.index('n02692877')  # a grayscale JPEG: three equal channels
+  np.testing.assert_array_equal(views[gray, 0, ..., 0], views[gray, 0, ..., 2])
+  tiny = WNIDS.index('n01871265')  # 75x56: the crop is the whole image
+  assert views[tiny].std() > 10
+
+
+def test_bad_folders(tmp_path):
+  with pytest.raises(ConfigError, match='not found'):
+    imagenet_data.list_image_folder(str(tmp_path / 'none'), 'train')
+  (tmp_path / 'a' / 'train').mkdir(parents=True)
+  with pytest.raises(ConfigError, match='has no class folders'):
+    imagenet_data.list_image_folder(str(tmp_path / 'a'), 'train')
+  (tmp_path / 'a' / 'train' / 'n0').mkdir()
+  with pytest.raises(ConfigError, match='n0 has no JPEG images'):
+    imagenet_data.list_image_folder(str(tmp_path / 'a'), 'train')
+  with pytest.raises(ConfigError, match='not one of center'):
+    imagenet_data.eval_dataset(data_config(), 'train', 1, 'twelve_crop')
+
+
+def test_non_jpeg_skipped_corrupt_jpeg_skipped_in_training(tmp_path, caplog):
+  root = tmp_path / 'folder'
+  shutil.copytree(FOLDER, root)
+  first = root / 'train' / WNIDS[0]
+  (first / 'fake.jpg').write_bytes(b'\x89PNG\r\n\x1a\n' + b'0' * 100)
+  good = next(first.glob('*.JPEG')).read_bytes()
+  (first / 'cut.jpg').write_bytes(good[:400])  # a JPEG cut short
+  paths, _, _ = imagenet_data.list_image_folder(str(root), 'train')
+  assert str(first / 'fake.jpg') not in paths and len(paths) == 41
+  assert any('fake.jpg: not a JPEG' in r.getMessage() for r in caplog.records)
+  ds = imagenet_data.train_dataset(data_config(root), 41, seed=0)
+  ((images, labels),) = take(ds, 1)  # the cut file is dropped, not fatal
+  assert images.shape == (41, 224, 224, 3)
