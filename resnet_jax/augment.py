@@ -9,6 +9,7 @@ uninterrupted one, whatever the number of devices.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 PAD = 4  # section 4.2: 4 pixels padded on each side, then a 32x32 crop
 
@@ -57,3 +58,36 @@ def train_batch(
     keys = jax.vmap(lambda p: jax.random.fold_in(step_key, p))(positions)
     x = jax.vmap(crop_and_flip)(keys, x)
   return x, labels[idx]
+
+
+# AlexNet's lighting noise (Krizhevsky et al. 2012), which the paper's
+# ImageNet training uses: eigenvalues and eigenvectors (columns) of the RGB
+# covariance of ImageNet pixels, on the 0-255 scale. NumPy, not jnp: a jnp
+# array at import would start XLA before jax.distributed.initialize().
+PCA_EIGVAL = np.array([55.46, 4.794, 1.148])
+PCA_EIGVEC = np.array(
+  [
+    [-0.5675, 0.7192, 0.4009],
+    [-0.5808, -0.0045, -0.8140],
+    [-0.5836, -0.6948, 0.4203],
+  ]
+)
+
+
+def pca_lighting(key, image, std: float = 0.1):
+  """Adds eigvec @ (alpha * eigval), alpha ~ N(0, std), to every pixel."""
+  alpha = std * jax.random.normal(key, (3,))
+  return image + PCA_EIGVEC @ (alpha * PCA_EIGVAL)
+
+
+def normalise_and_light(
+  images, pixel_mean, key, step, positions, lighting_std: float
+):
+  """uint8 host images -> float32, mean-subtracted, with lighting noise
+  keyed by (seed, step, position in the global batch)."""
+  x = images.astype(jnp.float32) - pixel_mean
+  if lighting_std:
+    step_key = jax.random.fold_in(key, step)
+    keys = jax.vmap(lambda p: jax.random.fold_in(step_key, p))(positions)
+    x = jax.vmap(lambda k, im: pca_lighting(k, im, lighting_std))(keys, x)
+  return x

@@ -64,6 +64,11 @@ def saved_config(workdir: str) -> config_dict.ConfigDict:
 
 def evaluate_workdir(config, workdir: str) -> dict:
   """Metrics of the latest checkpoint in `workdir` on its eval split."""
+  if config.data.name not in cifar_data.LABEL_BYTES:
+    raise ConfigError(
+      f'evaluating a {config.data.name} workdir is not supported yet: its '
+      'training run reports centre-crop validation in metrics.jsonl'
+    )
   mesh = steps.make_mesh()
   batch = config.train.eval_batch_size
   if batch <= 0 or batch % mesh.size:

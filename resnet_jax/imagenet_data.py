@@ -147,9 +147,14 @@ def train_dataset(data_cfg, batch_size: int, seed: int, start_step: int = 0):
     data_cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True
   ).repeat()
   ds = ds.skip(start_step * batch_size)
+  if data_cfg.train_crop not in ('scale', 'inception'):
+    raise ConfigError(
+      f'data.train_crop={data_cfg.train_crop!r} is not one of scale, inception'
+    )
+  size = data_cfg.image_size
   crop = {
-    'scale': imagenet_ops.scale_augment,
-    'inception': imagenet_ops.inception_crop,
+    'scale': lambda j, s: imagenet_ops.scale_augment(j, s, size=size),
+    'inception': lambda j, s: imagenet_ops.inception_crop(j, s, size=size),
   }[data_cfg.train_crop]
   read = _read(tf, data_cfg)
 
@@ -194,9 +199,12 @@ def eval_dataset(
   ds, _, _ = source(data_cfg, split)
   ds = ds.shard(_process_count(), _process_index())
   read = _read(tf, data_cfg)
+  size = data_cfg.image_size
+  if protocol != 'multiscale':  # 256 for 224 crops, in proportion otherwise
+    side = round(size * imagenet_ops.TEN_CROP_SIDE / imagenet_ops.CROP)
   views = {
-    'center': lambda j: imagenet_ops.center_crop(j)[None],
-    'ten_crop': imagenet_ops.ten_crops,
+    'center': lambda j: imagenet_ops.center_crop(j, side, size)[None],
+    'ten_crop': lambda j: imagenet_ops.ten_crops(j, side, size),
     'multiscale': lambda j: imagenet_ops.multiscale(j, side),
   }[protocol]
 

@@ -4,7 +4,7 @@ Training (section 3.4): the shorter side resized to a random length in
 [256, 480], a random 224x224 crop, a random horizontal flip. Evaluation:
 one centre crop, the paper's 10 crops, or its fully-convolutional
 multi-scale test. Every function returns uint8 images; mean subtraction
-and the PCA lighting noise happen on the device, in float32.
+and the PCA lighting noise happen on the device, in float32 (augment.py).
 
 The crop window is known before decoding, so only that window is decoded
 (tf.image.decode_and_crop_jpeg): resizing the shorter side to S and then
@@ -17,14 +17,6 @@ import tensorflow as tf
 CROP = 224
 TEN_CROP_SIDE = 256  # shorter side before the 10 crops (and the centre crop)
 MULTISCALE_SIDES = (224, 256, 384, 480, 640)  # section 3.4, Table 3
-# AlexNet's lighting noise (Krizhevsky et al. 2012): eigenvalues and
-# eigenvectors of the RGB covariance of ImageNet pixels (0-255 scale).
-PCA_EIGVAL = (55.46, 4.794, 1.148)
-PCA_EIGVEC = (
-  (-0.5675, 0.7192, 0.4009),
-  (-0.5808, -0.0045, -0.8140),
-  (-0.5836, -0.6948, 0.4203),
-)
 
 
 def image_shape(jpeg):

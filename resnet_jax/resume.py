@@ -23,6 +23,8 @@ SAFE_TO_CHANGE = frozenset(
     'data.local_dir',
     'data.tfds_data_dir',
     'data.download',
+    'data.image_folder',
+    'data.manual_dir',
   }
 )
 

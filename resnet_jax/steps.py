@@ -110,6 +110,50 @@ def eval_step(
   return sums
 
 
+def view_probabilities(state: TrainState, views, *, model):
+  """Softmax averaged over views: (B, V, H, W, 3) uint8 -> (B, classes).
+
+  The paper's 10-crop and multi-scale tests average scores this way. The
+  training mean is resized when the views are larger (multi-scale)."""
+  b, v, h, w, c = views.shape
+  mean = state.pixel_mean
+  if mean.shape[:2] not in ((1, 1), (h, w)):
+    mean = jax.image.resize(mean, (h, w, c), 'bilinear')
+  x = views.reshape(b * v, h, w, c).astype(jnp.float32) - mean
+  logits = model.apply(
+    {'params': state.params, 'batch_stats': state.batch_stats}, x, train=False
+  )
+  return jax.nn.softmax(logits.astype(jnp.float32)).reshape(b, v, -1).mean(1)
+
+
+def probability_sums(probs, labels, mask):
+  """Correct top-1/top-5, -log p(label) and count over the real examples."""
+  top5 = jax.lax.top_k(probs, min(5, probs.shape[-1]))[1]
+  picked = jnp.take_along_axis(probs, labels[:, None], axis=1)[:, 0]
+  mask = mask.astype(jnp.float32)
+  return dict(
+    correct_top1=jnp.sum((top5[:, 0] == labels) * mask),
+    correct_top5=jnp.sum(jnp.any(top5 == labels[:, None], -1) * mask),
+    loss=jnp.sum(-jnp.log(jnp.maximum(picked, 1e-12)) * mask),
+    count=jnp.sum(mask),
+  )
+
+
+def sharded_views_eval_step(mesh, *, model):
+  """Compiled eval(state, views, labels, mask) -> sums over the mesh."""
+
+  def per_device(state, views, labels, mask):
+    probs = view_probabilities(state, views, model=model)
+    return jax.lax.psum(probability_sums(probs, labels, mask), AXIS)
+
+  batch = P(AXIS)
+  return jax.jit(
+    jax.shard_map(
+      per_device, mesh=mesh, in_specs=(P(), batch, batch, batch), out_specs=P()
+    )
+  )
+
+
 def make_mesh(devices=None) -> jax.sharding.Mesh:
   devices = jax.devices() if devices is None else devices
   return jax.sharding.Mesh(np.asarray(devices), (AXIS,))
@@ -151,6 +195,31 @@ def sharded_train_step(
 
   step = jax.shard_map(
     per_device, mesh=mesh, in_specs=(P(), P(), P()), out_specs=(P(), P())
+  )
+  return jax.jit(step, donate_argnums=0)
+
+
+def sharded_batch_train_step(
+  mesh, *, model, tx, lr_fn, seed: int, lighting_std: float = 0.0
+):
+  """Compiled step(state, images, labels) on host-fed uint8 batches split
+  over 'data' (streaming datasets such as ImageNet): normalised, and given
+  lighting noise, on the device."""
+  key = jax.random.key(seed)
+
+  def per_device(state, images, labels):
+    local = images.shape[0]
+    positions = jax.lax.axis_index(AXIS) * local + jnp.arange(local)
+    x = augment.normalise_and_light(
+      images, state.pixel_mean, key, state.step, positions, lighting_std
+    )
+    return train_step(
+      state, x, labels, model=model, tx=tx, lr_fn=lr_fn, axis_name=AXIS
+    )
+
+  batch = P(AXIS)
+  step = jax.shard_map(
+    per_device, mesh=mesh, in_specs=(P(), batch, batch), out_specs=(P(), P())
   )
   return jax.jit(step, donate_argnums=0)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from resnet_jax import checkpoint
 from resnet_jax import cifar_data
+from resnet_jax import inputs
 from resnet_jax import metrics_writer
 from resnet_jax import models
 from resnet_jax import optim
@@ -39,7 +40,7 @@ class Experiment:
   model: models.ResNet
   tx: Any
   lr_fn: Callable
-  data: cifar_data.Dataset
+  input: Any  # inputs.DeviceResident or inputs.Streaming
   steps_per_epoch: int
   total_steps: int
 
@@ -64,14 +65,15 @@ def setup(config, devices=None) -> Experiment:
   model = models.build(config.model, config.data.num_classes)
   if config.train.bn_sync:
     model = model.clone(bn_axis_name=steps.AXIS)
-  data = cifar_data.load(config.data)
-  steps_per_epoch = len(data.train) // t.batch_size
+  data = inputs.for_config(config)
+  steps_per_epoch = data.num_train // t.batch_size
   if steps_per_epoch == 0:
     raise ConfigError(
       f'train.batch_size={t.batch_size} is larger than the '
-      f'{len(data.train)} training images'
+      f'{data.num_train} training images'
     )
-  shape = jax.ShapeDtypeStruct((1, *data.train.images.shape[1:]), jnp.float32)
+  size = config.data.image_size
+  shape = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
   params = jax.eval_shape(model.init, jax.random.key(0), shape)['params']
   tx, lr_fn = optim.optimizer(config, params, steps_per_epoch)
   total = optim.to_steps(t.length, t.unit, steps_per_epoch)
@@ -85,10 +87,11 @@ def setup(config, devices=None) -> Experiment:
 
 def initial_state(exp: Experiment) -> steps.TrainState:
   """Fresh parameters (from the config's seed), replicated on the mesh."""
-  mean = steps.replicate(exp.mesh, cifar_data.pixel_mean(exp.data.train.images))
+  mean = steps.replicate(exp.mesh, exp.input.pixel_mean())
+  size = exp.config.data.image_size
 
   def init(pixel_mean):
-    x = jnp.zeros((1, *pixel_mean.shape), jnp.float32)
+    x = jnp.zeros((1, size, size, 3), jnp.float32)
     variables = exp.model.init(jax.random.key(exp.config.train.seed), x)
     return steps.TrainState(
       step=jnp.zeros((), jnp.int32),
@@ -104,7 +107,9 @@ def initial_state(exp: Experiment) -> steps.TrainState:
   return jax.jit(init, out_shardings=replicated)(mean)
 
 
-def abstract_state(model, tx, image_shape, mesh) -> steps.TrainState:
+def abstract_state(
+  model, tx, image_shape, mesh, mean_shape=None
+) -> steps.TrainState:
   """Shapes, dtypes and (replicated) shardings of a TrainState, for
   restoring a checkpoint without computing anything."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -117,7 +122,7 @@ def abstract_state(model, tx, image_shape, mesh) -> steps.TrainState:
       params=variables['params'],
       batch_stats=variables['batch_stats'],
       opt_state=tx.init(variables['params']),
-      pixel_mean=jnp.zeros(image_shape, jnp.float32),
+      pixel_mean=jnp.zeros(mean_shape or image_shape, jnp.float32),
     )
 
   return jax.tree.map(
@@ -214,30 +219,17 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   mgr = checkpoint.manager(workdir, t.keep_checkpoints)
   state = _restore(exp, mgr, workdir)
   _write_config(config, workdir)  # only once the run can really go on
-  data = steps.replicate(
-    exp.mesh, (exp.data.train.images, exp.data.train.labels)
-  )
-  train_fn = steps.sharded_train_step(
-    exp.mesh,
-    model=exp.model,
-    tx=exp.tx,
-    lr_fn=exp.lr_fn,
-    seed=t.seed,
-    global_batch=t.batch_size,
-    augment_images=config.data.augment,
+  total, start = exp.total_steps, int(jax.device_get(state.step))
+  train_fn = exp.input.train_fn(
+    exp.mesh, model=exp.model, tx=exp.tx, lr_fn=exp.lr_fn, start_step=start
   )
   run_eval = functools.partial(
-    evaluate,
-    split=exp.data.eval,
-    mesh=exp.mesh,
-    model=exp.model,
-    batch_size=t.eval_batch_size,
-    eval_fn=steps.sharded_eval_step(exp.mesh, model=exp.model),
+    exp.input.evaluate, mesh=exp.mesh, model=exp.model
   )
+  evaluates = exp.input.eval_name != 'none'
   every = {
     k: exp.to_steps(t[f'{k}_every']) for k in ('log', 'eval', 'checkpoint')
   }
-  total, start = exp.total_steps, int(jax.device_get(state.step))
   writer = metrics_writer.MetricsWriter(workdir, total, start)
   log = metrics_writer.TrainLog(writer, t.batch_size, start)
   result = {}
@@ -248,14 +240,14 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   try:
     with preemption.Watcher() as watcher:
       for done in range(start + 1, total + 1):
-        state, metrics = train_fn(state, *data)
+        state, metrics = train_fn(state)
         log.flush()  # the previous step's, now that this one is queued
         if due('log', done):
           log.add(done, metrics)
-        if exp.data.eval is not None and due('eval', done):
+        if evaluates and due('eval', done):
           log.flush()
           result = run_eval(state)
-          writer.write(done, exp.data.eval_name, result)
+          writer.write(done, exp.input.eval_name, result)
           log.pause_ended()
         stop = watcher.requested(done, mgr)
         if due('checkpoint', done) or stop:
@@ -271,7 +263,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
             watcher.exit_code,
           )
       log.flush()
-    if start >= total and exp.data.eval is not None:
+    if start >= total and evaluates:
       result = run_eval(state)  # finished earlier: report, train no more
   except FloatingPointError as e:
     mgr.wait_until_finished()

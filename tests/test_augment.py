@@ -65,3 +65,18 @@ def test_crop_and_flip_is_a_window_of_the_padded_image():
     found.add(match[0])
   assert len({f for _, _, f in found}) == 2  # both flipped and not
   assert len({(dy, dx) for dy, dx, _ in found}) > 10  # many offsets
+
+
+def test_pca_lighting_shifts_each_image_by_one_colour():
+  images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3)) * 255
+  key = jax.random.key(1)
+  out = augment.normalise_and_light(images, 0.0, key, 3, jnp.arange(4), 0.1)
+  shift = np.asarray(out - images)
+  assert np.allclose(shift, shift[:, :1, :1, :], atol=1e-3)  # one RGB offset
+  assert not np.allclose(shift[0, 0, 0], shift[1, 0, 0])  # per image
+  # The offset lies along the eigenvectors, scaled by the eigenvalues.
+  alpha = np.linalg.solve(augment.PCA_EIGVEC, shift[:, 0, 0].T).T
+  alpha /= augment.PCA_EIGVAL
+  assert np.abs(alpha).max() < 0.5  # std 0.1: within 5 sigma
+  off = augment.normalise_and_light(images, 0.0, key, 3, jnp.arange(4), 0.0)
+  np.testing.assert_array_equal(off, images)

@@ -29,7 +29,7 @@ def run(config, devices, num_steps):
   exp = train_lib.setup(config, devices)
   state = train_lib.initial_state(exp)
   data = steps.replicate(
-    exp.mesh, (exp.data.train.images, exp.data.train.labels)
+    exp.mesh, (exp.input.data.train.images, exp.input.data.train.labels)
   )
   fn = steps.sharded_train_step(
     exp.mesh,
@@ -79,8 +79,8 @@ def test_per_device_bn_equals_mean_of_independent_shards():
   # the shards' new parameters equals averaging their gradients.
   exp = train_lib.setup(config, jax.devices()[:1])
   state0 = train_lib.initial_state(exp)
-  images = jnp.asarray(exp.data.train.images)
-  labels = jnp.asarray(exp.data.train.labels)
+  images = jnp.asarray(exp.input.data.train.images)
+  labels = jnp.asarray(exp.input.data.train.labels)
   key = jax.random.key(0)
   step = jax.jit(
     functools.partial(

@@ -56,14 +56,14 @@ def test_evaluation_counts_every_example_once():
   exp = train_lib.setup(config)
   state = train_lib.initial_state(exp)
   result = train_lib.evaluate(
-    state, exp.data.eval, mesh=exp.mesh, model=exp.model, batch_size=64
+    state, exp.input.data.eval, mesh=exp.mesh, model=exp.model, batch_size=64
   )
   assert result['num_examples'] == 201
   # The same numbers computed directly, unsharded, in one batch.
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  x = exp.data.eval.images.astype(np.float32) - state.pixel_mean
+  x = exp.input.data.eval.images.astype(np.float32) - state.pixel_mean
   logits = np.asarray(exp.model.apply(variables, x))
-  labels = exp.data.eval.labels
+  labels = exp.input.data.eval.labels
   assert result['top1_accuracy'] == pytest.approx(
     np.mean(logits.argmax(-1) == labels)
   )

@@ -1,0 +1,161 @@
+"""What the training loop reads: CIFAR held on the device, or ImageNet-style
+JPEGs streamed from the host. Both offer the loop the same things: the
+number of training images, the training mean, a compiled step that needs
+only the state, and an evaluation.
+"""
+
+import collections
+import itertools
+
+import jax
+import numpy as np
+
+from resnet_jax import cifar_data
+from resnet_jax import imagenet_data
+from resnet_jax import steps
+from resnet_jax.errors import ConfigError
+
+
+class DeviceResident:
+  """CIFAR: the training set lives on every device; the compiled step picks
+  and augments its own batch from (seed, step)."""
+
+  def __init__(self, config):
+    self._config = config
+    self.data = cifar_data.load(config.data)
+    self.num_train = len(self.data.train)
+    self.eval_name = self.data.eval_name
+    self._eval_fn = None
+
+  def pixel_mean(self) -> np.ndarray:
+    return cifar_data.pixel_mean(self.data.train.images)
+
+  def train_fn(self, mesh, *, model, tx, lr_fn, start_step: int):
+    del start_step  # the batch is a function of the step in the state
+    t = self._config.train
+    data = steps.replicate(
+      mesh, (self.data.train.images, self.data.train.labels)
+    )
+    step = steps.sharded_train_step(
+      mesh,
+      model=model,
+      tx=tx,
+      lr_fn=lr_fn,
+      seed=t.seed,
+      global_batch=t.batch_size,
+      augment_images=self._config.data.augment,
+    )
+    return lambda state: step(state, *data)
+
+  def evaluate(self, state, *, mesh, model) -> dict | None:
+    if self.data.eval is None:
+      return None
+    from resnet_jax import train_lib
+
+    if self._eval_fn is None:  # compiled once, reused at every evaluation
+      self._eval_fn = steps.sharded_eval_step(mesh, model=model)
+    return train_lib.evaluate(
+      state,
+      self.data.eval,
+      mesh=mesh,
+      model=model,
+      batch_size=self._config.train.eval_batch_size,
+      eval_fn=self._eval_fn,
+    )
+
+
+class Streaming:
+  """ImageNet: tf.data decodes and augments on the CPU; uint8 batches go
+  to the devices, two in flight, and are normalised there."""
+
+  def __init__(self, config):
+    self._config = config
+    _, self.num_train, self.classes = imagenet_data.source(config.data, 'train')
+    if len(self.classes) != config.data.num_classes:
+      raise ConfigError(
+        f'{len(self.classes)} classes in the training data but '
+        f'data.num_classes={config.data.num_classes}'
+      )
+    self.eval_name = 'val' if config.data.eval_on == 'val' else 'none'
+    self._eval_fn = None
+
+  def pixel_mean(self) -> np.ndarray:
+    """Mean of centre crops of up to data.mean_images training images: per
+    pixel (the paper) or per channel."""
+    d = self._config.data
+    ds = imagenet_data.eval_dataset(d, 'train', 64, 'center')
+    total, count = 0.0, 0
+    for views, _, mask in ds.as_numpy_iterator():
+      real = views[mask > 0, 0].astype(np.float64)
+      total = total + real.sum(0)
+      count += len(real)
+      if count >= d.mean_images:
+        break
+    mean = (total / count).astype(np.float32)
+    if d.mean == 'channel':
+      return mean.mean(axis=(0, 1), keepdims=True)
+    if d.mean != 'pixel':
+      raise ConfigError(f'data.mean={d.mean!r} is not one of pixel, channel')
+    return mean
+
+  def train_fn(self, mesh, *, model, tx, lr_fn, start_step: int):
+    t = self._config.train
+    per_process = t.batch_size // jax.process_count()
+    batches = imagenet_data.train_dataset(
+      self._config.data, per_process, seed=t.seed, start_step=start_step
+    )
+    on_device = prefetch_to_mesh(mesh, batches.as_numpy_iterator())
+    step = steps.sharded_batch_train_step(
+      mesh,
+      model=model,
+      tx=tx,
+      lr_fn=lr_fn,
+      seed=t.seed,
+      lighting_std=self._config.data.lighting_std,
+    )
+    return lambda state: step(state, *next(on_device))
+
+  def evaluate(self, state, *, mesh, model) -> dict | None:
+    if self.eval_name == 'none':
+      return None
+    d, t = self._config.data, self._config.train
+    per_process = t.eval_batch_size // jax.process_count()
+    ds = imagenet_data.eval_dataset(d, 'val', per_process, 'center')
+    if self._eval_fn is None:  # compiled once, reused at every evaluation
+      self._eval_fn = steps.sharded_views_eval_step(mesh, model=model)
+    totals = None
+    for batch in prefetch_to_mesh(mesh, ds.as_numpy_iterator()):
+      sums = self._eval_fn(state, *batch)
+      totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+    totals = jax.device_get(totals)
+    count = float(totals['count'])
+    return dict(
+      top1_accuracy=float(totals['correct_top1']) / count,
+      top5_accuracy=float(totals['correct_top5']) / count,
+      top1_error=1 - float(totals['correct_top1']) / count,
+      loss=float(totals['loss']) / count,
+      num_examples=int(round(count)),
+    )
+
+
+def prefetch_to_mesh(mesh, host_batches, size: int = 2):
+  """Host batches -> batches split over the mesh, `size` of them already
+  sent while the current step runs, so the devices never wait on a copy."""
+  queue = collections.deque()
+  for batch in itertools.chain(host_batches, [None] * size):
+    if batch is not None:
+      queue.append(steps.shard_batch(mesh, batch))
+    if len(queue) > size or (batch is None and queue):
+      yield queue.popleft()
+
+
+def for_config(config):
+  """The input a config asks for."""
+  if config.data.name in cifar_data.LABEL_BYTES:
+    return DeviceResident(config)
+  if config.data.name == 'imagenet2012':
+    return Streaming(config)
+  raise ConfigError(
+    f'data.name={config.data.name!r} is not one of cifar10, '
+    'cifar100, imagenet2012'
+  )
