@@ -21,6 +21,7 @@ from ml_collections import config_flags
 from resnet_jax import checkpoint
 from resnet_jax import cifar_data
 from resnet_jax import errors
+from resnet_jax import eval_lib
 from resnet_jax import models
 from resnet_jax import optim
 from resnet_jax import resume
@@ -92,7 +93,7 @@ def evaluate_workdir(config, workdir: str) -> dict:
   )
   if state is None:
     raise ConfigError(f'no checkpoint in {directory}')
-  result = train_lib.evaluate(
+  result = eval_lib.evaluate(
     state, split, mesh=mesh, model=model, batch_size=batch
   )
   result['step'] = int(jax.device_get(state.step))

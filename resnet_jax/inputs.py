@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from resnet_jax import cifar_data
+from resnet_jax import eval_lib
 from resnet_jax import imagenet_data
 from resnet_jax import steps
 from resnet_jax.errors import ConfigError
@@ -50,11 +51,9 @@ class DeviceResident:
   def evaluate(self, state, *, mesh, model) -> dict | None:
     if self.data.eval is None:
       return None
-    from resnet_jax import train_lib
-
     if self._eval_fn is None:  # compiled once, reused at every evaluation
       self._eval_fn = steps.sharded_eval_step(mesh, model=model)
-    return train_lib.evaluate(
+    return eval_lib.evaluate(
       state,
       self.data.eval,
       mesh=mesh,
@@ -127,15 +126,7 @@ class Streaming:
     for batch in prefetch_to_mesh(mesh, ds.as_numpy_iterator()):
       sums = self._eval_fn(state, *batch)
       totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
-    totals = jax.device_get(totals)
-    count = float(totals['count'])
-    return dict(
-      top1_accuracy=float(totals['correct_top1']) / count,
-      top5_accuracy=float(totals['correct_top5']) / count,
-      top1_error=1 - float(totals['correct_top1']) / count,
-      loss=float(totals['loss']) / count,
-      num_examples=int(round(count)),
-    )
+    return eval_lib.eval_metrics(totals)
 
 
 def prefetch_to_mesh(mesh, host_batches, size: int = 2):

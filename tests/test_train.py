@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from resnet_jax import eval_lib
 from resnet_jax import train_lib
 from tests.helpers import REPO
 from tests.helpers import load_config
@@ -55,7 +56,7 @@ def test_evaluation_counts_every_example_once():
   config.data.validation_size = 201  # odd: 64-example batches, last padded
   exp = train_lib.setup(config)
   state = train_lib.initial_state(exp)
-  result = train_lib.evaluate(
+  result = eval_lib.evaluate(
     state, exp.input.data.eval, mesh=exp.mesh, model=exp.model, batch_size=64
   )
   assert result['num_examples'] == 201

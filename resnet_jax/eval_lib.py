@@ -1,0 +1,50 @@
+"""Evaluation over a whole split: every example counted exactly once."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from resnet_jax import cifar_data
+from resnet_jax import steps
+
+
+def evaluate(
+  state, split: cifar_data.Split, *, mesh, model, batch_size: int, eval_fn=None
+) -> dict:
+  """Accuracy, loss and count over every example of `split`: the last batch
+  is padded and masked, so each example counts exactly once."""
+  eval_fn = eval_fn or steps.sharded_eval_step(mesh, model=model)
+  per_process = batch_size // jax.process_count()
+  rows = slice(
+    jax.process_index() * per_process, (jax.process_index() + 1) * per_process
+  )
+  totals = None
+  for start in range(0, len(split), batch_size):
+    images = split.images[start : start + batch_size]
+    labels = split.labels[start : start + batch_size]
+    mask = np.ones(len(labels), np.float32)
+    pad = batch_size - len(labels)
+    if pad:  # pad the last batch; the mask drops the padding
+      images = np.concatenate(
+        [images, np.zeros((pad, *images.shape[1:]), images.dtype)]
+      )
+      labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+      mask = np.concatenate([mask, np.zeros(pad, np.float32)])
+    sums = eval_fn(
+      state, *steps.shard_batch(mesh, (images[rows], labels[rows], mask[rows]))
+    )
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  return eval_metrics(totals)
+
+
+def eval_metrics(totals) -> dict:
+  """Summed counts from the eval steps -> accuracies, mean loss, count."""
+  totals = jax.device_get(totals)
+  count = float(totals['count'])
+  return dict(
+    top1_accuracy=float(totals['correct_top1']) / count,
+    top5_accuracy=float(totals['correct_top5']) / count,
+    top1_error=1 - float(totals['correct_top1']) / count,
+    loss=float(totals['loss']) / count,
+    num_examples=int(round(count)),
+  )
