@@ -27,14 +27,15 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one_with_the_same_devices(tmp_path):
-  two, one = tmp_path / 'two', tmp_path / 'one'
+def start_two_processes(flags, workdir):
+  """train.py as processes 0 and 1 of one jax.distributed job, two CPU
+  devices each, meeting on a free port of 127.0.0.1."""
   port = free_port()
-  processes = [
+  return [
     start_cli(
       'train.py',
-      *FLAGS,
-      f'--workdir={two}',
+      *flags,
+      f'--workdir={workdir}',
       devices=2,
       JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
       JAX_NUM_PROCESSES='2',
@@ -42,6 +43,11 @@ def test_two_processes_match_one_with_the_same_devices(tmp_path):
     )
     for i in range(2)
   ]
+
+
+def test_two_processes_match_one_with_the_same_devices(tmp_path):
+  two, one = tmp_path / 'two', tmp_path / 'one'
+  processes = start_two_processes(FLAGS, two)
   outputs = [p.communicate(timeout=300) for p in processes]
   for p, (_, stderr) in zip(processes, outputs):
     assert p.returncode == 0, stderr[-3000:]
@@ -66,20 +72,8 @@ def test_two_processes_match_one_with_the_same_devices(tmp_path):
 
 def test_sigterm_to_one_process_saves_both_at_the_same_step(tmp_path):
   workdir = tmp_path / 'preempted'
-  port = free_port()
   flags = [*FLAGS[:1], '--config.train.length=400', *FLAGS[2:]]
-  processes = [
-    start_cli(
-      'train.py',
-      *flags,
-      f'--workdir={workdir}',
-      devices=2,
-      JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
-      JAX_NUM_PROCESSES='2',
-      JAX_PROCESS_ID=str(i),
-    )
-    for i in range(2)
-  ]
+  processes = start_two_processes(flags, workdir)
   wait_for_step(processes[0], workdir, 6)
   processes[1].send_signal(signal.SIGTERM)  # only process 1 is told
   outputs = [p.communicate(timeout=300) for p in processes]
