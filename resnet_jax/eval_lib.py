@@ -48,3 +48,31 @@ def eval_metrics(totals) -> dict:
     loss=float(totals['loss']) / count,
     num_examples=int(round(count)),
   )
+
+
+def recompute_batch_stats(state, model, batches):
+  """BN statistics re-estimated as the plain average, over `batches`, of
+  each batch's mean and variance, replacing the moving averages (as the
+  authors did for their released ImageNet models). `batches` yields
+  float32 NHWC images, normalised as in training.
+  """
+  exact = model.clone(bn_momentum=0.0, bn_axis_name=None)  # stats = batch's
+
+  @jax.jit
+  def batch_stats(x):
+    _, updates = exact.apply(
+      {'params': state.params, 'batch_stats': state.batch_stats},
+      x,
+      train=True,
+      mutable=['batch_stats'],
+    )
+    return updates['batch_stats']
+
+  total, count = None, 0
+  for x in batches:
+    stats = batch_stats(x)
+    total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+    count += 1
+  if not count:
+    return state
+  return state.replace(batch_stats=jax.tree.map(lambda s: s / count, total))

@@ -2,6 +2,7 @@
 
   python -m resnet_jax.evaluate --workdir=DIR
   python -m resnet_jax.evaluate --workdir=DIR --config.data.local_dir=OTHER
+  python -m resnet_jax.evaluate --workdir=DIR --recompute_bn_batches=100
 
 Overrides apply on top of DIR/config.json. The images are normalised with
 the training mean saved in the checkpoint, so OTHER may hold only a
@@ -18,6 +19,7 @@ import jax
 from ml_collections import config_dict
 from ml_collections import config_flags
 
+from resnet_jax import augment
 from resnet_jax import checkpoint
 from resnet_jax import cifar_data
 from resnet_jax import errors
@@ -30,6 +32,13 @@ from resnet_jax import train_lib
 from resnet_jax.errors import ConfigError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, "A training run's workdir.")
+_RECOMPUTE_BN = flags.DEFINE_integer(
+  'recompute_bn_batches',
+  0,
+  'Re-estimate BN statistics as the average over this many training '
+  'batches before testing (needs the training data); 0 keeps the moving '
+  'averages.',
+)
 
 
 def saved_config(workdir: str) -> config_dict.ConfigDict:
@@ -63,7 +72,32 @@ def saved_config(workdir: str) -> config_dict.ConfigDict:
   return convert(raw)
 
 
-def evaluate_workdir(config, workdir: str) -> dict:
+def _recompute_bn(config, state, model, num_batches: int):
+  """BN statistics from `num_batches` training batches (CIFAR), augmented
+  as in training; the training data must be available."""
+  train = cifar_data.load(config.data).train
+  key = jax.random.key(config.train.seed)
+  batch = config.train.batch_size
+  positions = jax.numpy.arange(batch)
+  batches = (
+    augment.train_batch(
+      train.images,
+      train.labels,
+      state.pixel_mean,
+      key,
+      step,
+      batch,
+      positions,
+      config.data.augment,
+    )[0]
+    for step in range(num_batches)
+  )
+  return eval_lib.recompute_batch_stats(state, model, batches)
+
+
+def evaluate_workdir(
+  config, workdir: str, recompute_bn_batches: int = 0
+) -> dict:
   """Metrics of the latest checkpoint in `workdir` on its eval split."""
   if config.data.name not in cifar_data.LABEL_BYTES:
     raise ConfigError(
@@ -93,6 +127,8 @@ def evaluate_workdir(config, workdir: str) -> dict:
   )
   if state is None:
     raise ConfigError(f'no checkpoint in {directory}')
+  if recompute_bn_batches:
+    state = _recompute_bn(config, state, model, recompute_bn_batches)
   result = eval_lib.evaluate(
     state, split, mesh=mesh, model=model, batch_size=batch
   )
@@ -104,7 +140,8 @@ def main(argv):
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = flags.FLAGS.config
-  print(json.dumps(evaluate_workdir(config, _WORKDIR.value), sort_keys=True))
+  result = evaluate_workdir(config, _WORKDIR.value, _RECOMPUTE_BN.value)
+  print(json.dumps(result, sort_keys=True))
 
 
 def _workdir_from_argv(argv) -> str:

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
@@ -150,3 +151,52 @@ def test_benchmark_prints_json():
   assert report['loop_images_per_sec'] > 0
   assert report['loop_with_checkpoints_images_per_sec'] > 0
   assert report['devices'] == 8 and report['platform'] == 'cpu'
+
+
+def test_bn_recomputed_as_the_average_of_batch_statistics():
+  config = tiny_config()
+  exp = train_lib.setup(config)
+  state = train_lib.initial_state(exp)
+  rng = np.random.default_rng(0)
+  batches = [
+    rng.normal(3.0, 2.0, (8, 32, 32, 3)).astype(np.float32) for _ in range(3)
+  ]
+  new = eval_lib.recompute_batch_stats(state, exp.model, iter(batches))
+  # The stem's BN sees the stem conv's output: its mean over each batch,
+  # then averaged over the three batches.
+  kernel = np.asarray(state.params['conv_init']['kernel'])
+  conv = lambda x: jax.lax.conv_general_dilated(
+    x,
+    kernel,
+    (1, 1),
+    ((1, 1), (1, 1)),
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+  )
+  expected = np.mean(
+    [np.asarray(conv(b)).mean(axis=(0, 1, 2)) for b in batches], axis=0
+  )
+  np.testing.assert_allclose(
+    new.batch_stats['bn_init']['mean'], expected, rtol=1e-4, atol=1e-5
+  )
+  assert not np.allclose(
+    new.batch_stats['bn_init']['var'], state.batch_stats['bn_init']['var']
+  )
+
+
+def test_evaluate_with_recomputed_bn(tmp_path):
+  workdir = tmp_path / 'run'
+  assert (
+    run_cli('train.py', *TINY_FLAGS, f'--workdir={workdir}').returncode == 0
+  )
+  kept = run_cli('-m', 'resnet_jax.evaluate', f'--workdir={workdir}')
+  redone = run_cli(
+    '-m',
+    'resnet_jax.evaluate',
+    f'--workdir={workdir}',
+    '--recompute_bn_batches=3',
+  )
+  assert kept.returncode == redone.returncode == 0, redone.stderr
+  a = json.loads(kept.stdout.strip().splitlines()[-1])
+  b = json.loads(redone.stdout.strip().splitlines()[-1])
+  assert a['num_examples'] == b['num_examples'] == 200
+  assert a['loss'] != b['loss']  # other statistics, other predictions
