@@ -17,7 +17,7 @@ WNIDS = sorted(os.listdir(FOLDER / 'train'))
 
 def data_config(folder=FOLDER, **overrides):
   config = load_config('configs/imagenet.py:resnet18').data
-  config.image_folder = str(folder)
+  config.image_folder = None if folder is None else str(folder)
   config.shuffle_buffer = 64
   config.update(overrides)
   return config
@@ -174,3 +174,54 @@ def test_image_folder_trains_resumes_and_evaluates(tmp_path):
   )
   assert more['step'] == 6
   assert [r['step'] for r in read_metrics(workdir)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_tfds_imagenet2012_prepares_from_tiny_official_archives(tmp_path):
+  """The official layout in tfds' manual folder, built from bundled JPEGs:
+  ILSVRC2012_img_train.tar holds one <wnid>.tar per class; the validation
+  tar holds ILSVRC2012_val_<n>.JPEG, labelled by tfds' own label list."""
+  import io
+  import tarfile
+
+  import tensorflow_datasets as tfds
+
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  files = sorted((FOLDER / 'train').glob('*/*.JPEG'))
+  train_files, val_files = files[:6], files[6:9]
+
+  def add(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+  with tarfile.open(manual / 'ILSVRC2012_img_train.tar', 'w') as outer:
+    for path in train_files:
+      inner = io.BytesIO()
+      with tarfile.open(fileobj=inner, mode='w') as tar:
+        add(tar, f'{path.parent.name}_1.JPEG', path.read_bytes())
+      add(outer, f'{path.parent.name}.tar', inner.getvalue())
+  with tarfile.open(manual / 'ILSVRC2012_img_val.tar', 'w') as tar:
+    for i, path in enumerate(val_files):
+      add(tar, f'ILSVRC2012_val_{i + 1:08d}.JPEG', path.read_bytes())
+
+  config = data_config(
+    None, manual_dir=str(manual), tfds_data_dir=str(tmp_path / 'tfds')
+  )
+  ds, count, names = imagenet_data.source(config, 'train')
+  assert count == 6 and len(names) == 1000
+  read = {names[label]: jpeg for jpeg, label in ds.as_numpy_iterator()}
+  assert read == {p.parent.name: p.read_bytes() for p in train_files}
+  val, count, _ = imagenet_data.source(config, 'val')
+  labels_file = tfds.core.tfds_path(
+    'datasets/imagenet2012/validation_labels.txt'
+  )
+  truth = labels_file.read_text().split()[:3]
+  got = sorted((jpeg, names[label]) for jpeg, label in val.as_numpy_iterator())
+  assert count == 3
+  assert got == sorted(zip((p.read_bytes() for p in val_files), truth))
+  # Prepared now: the pipeline reads it like an image folder.
+  ((views, _, mask),) = take(
+    imagenet_data.eval_dataset(config, 'val', 4, 'center'), 1
+  )
+  assert views.shape == (4, 1, 224, 224, 3) and mask.tolist() == [1, 1, 1, 0]
