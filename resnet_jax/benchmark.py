@@ -106,6 +106,23 @@ def input_report(config, images: int) -> dict:
   report['input_images_per_sec_per_core'] = (
     _images_per_sec(train, images) / cores
   )
+  # The reference: each whole JPEG decoded, and nothing else.
+  files, _, _ = imagenet_data.source(data, 'train')
+  tf = imagenet_data.tensorflow_cpu()
+  read = imagenet_data.read_jpeg(tf, data)
+  bare = (
+    files.repeat()
+    .map(
+      lambda *example: tf.shape(imagenet_ops.decode(read(*example)[0])),
+      num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    .batch(batch)
+    .map(lambda x: (x,))
+    .prefetch(tf.data.AUTOTUNE)
+  )
+  report['bare_decode_images_per_sec_per_core'] = (
+    _images_per_sec(bare, images) / cores
+  )
   for protocol in ('center', 'ten_crop'):
     ds = imagenet_data.eval_dataset(data, 'train', batch, protocol).repeat()
     report[f'eval_{protocol}_images_per_sec_per_core'] = (

@@ -17,7 +17,7 @@ JPEG_MAGIC = b'\xff\xd8\xff'
 EXTENSIONS = ('.jpg', '.jpeg')
 
 
-def _tf():
+def tensorflow_cpu():
   import tensorflow as tf  # only here: the GPU machines have no TF
 
   tf.config.set_visible_devices([], 'GPU')  # TF must not take accelerators
@@ -66,7 +66,7 @@ def list_image_folder(root: str, split: str):
 def folder_dataset(root: str, split: str):
   """(tf.data of (path, label), number of examples, class names); the
   files are read later, after sharding and skipping."""
-  tf = _tf()
+  tf = tensorflow_cpu()
   paths, labels, classes = list_image_folder(root, split)
   return (
     tf.data.Dataset.from_tensor_slices((paths, labels)),
@@ -77,7 +77,7 @@ def folder_dataset(root: str, split: str):
 
 def tfds_dataset(data_cfg, split: str):
   """imagenet2012 from the official archives in tfds' manual folder."""
-  tf = _tf()
+  tf = tensorflow_cpu()
   import tensorflow_datasets as tfds
 
   manual = data_cfg.manual_dir or os.path.join(
@@ -114,7 +114,7 @@ def tfds_dataset(data_cfg, split: str):
   )
 
 
-def _read(tf, data_cfg):
+def read_jpeg(tf, data_cfg):
   """Folder sources yield paths, tfds sources bytes: bytes either way."""
   if data_cfg.image_folder:
     return lambda path, label: (tf.io.read_file(path), label)
@@ -138,7 +138,7 @@ def train_dataset(data_cfg, batch_size: int, seed: int, start_step: int = 0):
   them. (Exact for one process count; the file-level shuffle buffer keeps
   the order from depending on I/O timing.)
   """
-  tf = _tf()
+  tf = tensorflow_cpu()
   from resnet_jax import imagenet_ops
 
   ds, _, _ = source(data_cfg, 'train')
@@ -156,7 +156,7 @@ def train_dataset(data_cfg, batch_size: int, seed: int, start_step: int = 0):
     'scale': lambda j, s: imagenet_ops.scale_augment(j, s, size=size),
     'inception': lambda j, s: imagenet_ops.inception_crop(j, s, size=size),
   }[data_cfg.train_crop]
-  read = _read(tf, data_cfg)
+  read = read_jpeg(tf, data_cfg)
 
   def preprocess(index, example):
     jpeg, label = read(*example)
@@ -183,7 +183,7 @@ def eval_dataset(
   2 ('multiscale' at shorter side `side`: the image and its flip, whole,
   so batch_size must be 1 there: shapes differ between images).
   """
-  tf = _tf()
+  tf = tensorflow_cpu()
   from resnet_jax import imagenet_ops
 
   if protocol not in ('center', 'ten_crop', 'multiscale'):
@@ -198,7 +198,7 @@ def eval_dataset(
     )
   ds, _, _ = source(data_cfg, split)
   ds = ds.shard(_process_count(), _process_index())
-  read = _read(tf, data_cfg)
+  read = read_jpeg(tf, data_cfg)
   size = data_cfg.image_size
   if protocol != 'multiscale':  # 256 for 224 crops, in proportion otherwise
     side = round(size * imagenet_ops.TEN_CROP_SIDE / imagenet_ops.CROP)

@@ -23,7 +23,7 @@ def to_uint8(image):
   """Rounds resized pixels to uint8. Bilinear (and its antialiased form)
   weighs pixels with non-negative weights that sum to one, so the values
   stay in [0, 255]: no clipping needed, and adding 0.5 before truncating
-  rounds (15% faster than round + clip in the training pipeline)."""
+  rounds, and is cheaper than round and clip."""
   return tf.cast(image + 0.5, tf.uint8)
 
 
@@ -35,9 +35,9 @@ def image_shape(jpeg):
 def decode_window(jpeg, top, left, height, width, size, antialias=True):
   """The window decoded alone, then resized to `size` x `size` uint8.
 
-  Training crops pass antialias=False: it halves the host pipeline's speed
-  (356 vs 677 images/s per core on the bundled sample) for a crop whose
-  scale is random anyway; evaluation keeps it.
+  Training crops pass antialias=False: antialiasing about halved the host
+  pipeline's speed on a 2-core machine (docs/benchmarks.md) for a crop
+  whose scale is random anyway; evaluation keeps it.
   """
   window = tf.stack([top, left, height, width])
   image = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)

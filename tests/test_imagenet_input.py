@@ -225,3 +225,28 @@ def test_tfds_imagenet2012_prepares_from_tiny_official_archives(tmp_path):
     imagenet_data.eval_dataset(config, 'val', 4, 'center'), 1
   )
   assert views.shape == (4, 1, 224, 224, 3) and mask.tolist() == [1, 1, 1, 0]
+
+
+def test_input_benchmark_prints_json():
+  import json
+
+  from tests.helpers import run_cli
+
+  result = run_cli(
+    '-m',
+    'resnet_jax.benchmark',
+    '--config=configs/imagenet.py:resnet18',
+    '--input_only',
+    f'--config.data.image_folder={FOLDER}',
+    '--images=64',
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  for key in (
+    'input_images_per_sec_per_core',
+    'bare_decode_images_per_sec_per_core',
+    'eval_center_images_per_sec_per_core',
+    'eval_ten_crop_images_per_sec_per_core',
+    'eval_multiscale_images_per_sec_per_core',
+  ):
+    assert report[key] > 0, key
