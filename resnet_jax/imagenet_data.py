@@ -6,6 +6,7 @@ the class index is the position of the folder name in sorted order, which
 for ImageNet's wnids is the usual 0-999 labelling (tfds' too).
 """
 
+import functools
 import os
 
 from absl import logging
@@ -24,12 +25,15 @@ def tensorflow_cpu():
   return tf
 
 
+@functools.lru_cache(maxsize=8)
 def list_image_folder(root: str, split: str):
   """(paths, labels, class names) of ROOT/SPLIT/<class>/*.jpg.
 
   Files that are not JPEGs (by their first bytes, whatever their name) are
   skipped with a warning naming them; a class folder without images, or no
-  class folders at all, is an error.
+  class folders at all, is an error. Cached per (root, split): a run reads
+  the folder (every file's first bytes) once, not again at each
+  evaluation; the cached lists are shared, so callers must not change them.
   """
   folder = os.path.join(root, split)
   if not os.path.isdir(folder):
@@ -60,7 +64,9 @@ def list_image_folder(root: str, split: str):
       found += 1
     if not found:
       raise ConfigError(f'class folder {class_dir} has no JPEG images')
-  return paths, np.asarray(labels, np.int32), classes
+  labels = np.asarray(labels, np.int32)
+  labels.flags.writeable = False  # shared through the cache
+  return paths, labels, classes
 
 
 def folder_dataset(root: str, split: str):

@@ -69,15 +69,13 @@ def train_step(
     params = jax.lax.pcast(params, axis_name, to='varying')
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (loss, (logits, batch_stats)), grads = grad_fn(params)
-  metrics = dict(
-    loss=loss,
-    error=jnp.mean(jnp.argmax(logits, -1) != labels),
-    grad_norm_sq=optax.tree.norm(grads, squared=True),
-  )
+  metrics = dict(loss=loss, error=jnp.mean(jnp.argmax(logits, -1) != labels))
   if axis_name is not None:
     grads, batch_stats, metrics = jax.lax.pmean(
       (grads, batch_stats, metrics), axis_name
     )
+  # The norm of the gradient that is applied: after averaging.
+  metrics['grad_norm_sq'] = optax.tree.norm(grads, squared=True)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   metrics['lr'] = lr_fn(state.step)
   new_state = state.replace(
