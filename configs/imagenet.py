@@ -51,7 +51,11 @@ def get_config(arg: str = 'resnet50') -> config_dict.ConfigDict:
   data.mean_images = 10000  # training images the mean is estimated from
   data.shuffle_buffer = 16384  # examples (file names or records)
   data.eval_on = 'val'  # or 'none'
-  data.eval_protocol = 'center'  # or 'ten_crop', 'multiscale'
+  # At every evaluation: 'center' (shorter side 256, centre 224), the
+  # paper's 'ten_crop', or its fully-convolutional 'multiscale' test at the
+  # shorter sides eval_scales (Table 3's, averaged with their flips).
+  data.eval_protocol = 'center'
+  data.eval_scales = (224, 256, 384, 480, 640)
 
   config.optim = optim = config_dict.ConfigDict()
   optim.lr = 0.1

@@ -131,7 +131,7 @@ def input_report(config, images: int) -> dict:
   # Multi-scale: every image at all five sides; the per-image time is the
   # sum of the per-side times.
   seconds_per_image = 0.0
-  for side in imagenet_ops.MULTISCALE_SIDES:
+  for side in data.eval_scales:
     ds = imagenet_data.eval_dataset(
       data, 'train', 1, 'multiscale', side=side
     ).repeat()

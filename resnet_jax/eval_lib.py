@@ -37,6 +37,17 @@ def evaluate(
   return eval_metrics(totals)
 
 
+def process_sum(tree):
+  """Host values summed over all processes (the values themselves if one)."""
+  tree = jax.device_get(tree)
+  if jax.process_count() == 1:
+    return tree
+  from jax.experimental import multihost_utils
+
+  gathered = multihost_utils.process_allgather(tree)
+  return jax.tree.map(lambda x: np.sum(x, axis=0), gathered)
+
+
 def eval_metrics(totals) -> dict:
   """Summed counts from the eval steps -> accuracies, mean loss, count."""
   totals = jax.device_get(totals)
@@ -54,7 +65,8 @@ def recompute_batch_stats(state, model, batches):
   """BN statistics re-estimated as the plain average, over `batches`, of
   each batch's mean and variance, replacing the moving averages (as the
   authors did for their released ImageNet models). `batches` yields
-  float32 NHWC images, normalised as in training.
+  float32 NHWC images, normalised as in training: this process's share,
+  averaged with the other processes' at the end.
   """
   exact = model.clone(bn_momentum=0.0, bn_axis_name=None)  # stats = batch's
 
@@ -75,4 +87,5 @@ def recompute_batch_stats(state, model, batches):
     count += 1
   if not count:
     return state
+  total, count = process_sum((total, count))
   return state.replace(batch_stats=jax.tree.map(lambda s: s / count, total))

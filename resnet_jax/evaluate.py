@@ -3,11 +3,15 @@
   python -m resnet_jax.evaluate --workdir=DIR
   python -m resnet_jax.evaluate --workdir=DIR --config.data.local_dir=OTHER
   python -m resnet_jax.evaluate --workdir=DIR --recompute_bn_batches=100
+  python -m resnet_jax.evaluate --workdir=IMAGENET_RUN \
+      --config.data.eval_protocol=ten_crop   # or center, multiscale
 
 Overrides apply on top of DIR/config.json. The images are normalised with
 the training mean saved in the checkpoint, so OTHER may hold only a
-test_batch.bin. The last stdout line is one JSON object with
-top1_accuracy, top5_accuracy, loss, num_examples and step.
+test_batch.bin (CIFAR) or only val/ (an ImageNet image folder). CIFAR runs
+are tested on their eval split, ImageNet runs on val. The last stdout line
+is one JSON object with top1_accuracy, top1_error, top5_accuracy, loss,
+num_examples and step (and the protocol, for ImageNet).
 """
 
 import json
@@ -18,12 +22,15 @@ from absl import flags
 import jax
 from ml_collections import config_dict
 from ml_collections import config_flags
+import numpy as np
 
 from resnet_jax import augment
 from resnet_jax import checkpoint
 from resnet_jax import cifar_data
 from resnet_jax import errors
 from resnet_jax import eval_lib
+from resnet_jax import imagenet_data
+from resnet_jax import imagenet_eval
 from resnet_jax import models
 from resnet_jax import optim
 from resnet_jax import resume
@@ -72,15 +79,15 @@ def saved_config(workdir: str) -> config_dict.ConfigDict:
   return convert(raw)
 
 
-def _recompute_bn(config, state, model, num_batches: int):
-  """BN statistics from `num_batches` training batches (CIFAR), augmented
-  as in training; the training data must be available."""
+def _cifar_bn_batches(config, state, num_batches: int):
+  """Training batches (CIFAR), augmented and normalised as in training;
+  the training data must be available."""
   train = cifar_data.load(config.data).train
   key = jax.random.key(config.train.seed)
   batch = config.train.batch_size
   positions = jax.numpy.arange(batch)
-  batches = (
-    augment.train_batch(
+  for step in range(num_batches):
+    yield augment.train_batch(
       train.images,
       train.labels,
       state.pixel_mean,
@@ -90,20 +97,28 @@ def _recompute_bn(config, state, model, num_batches: int):
       positions,
       config.data.augment,
     )[0]
-    for step in range(num_batches)
+
+
+def _imagenet_bn_batches(config, state, num_batches: int):
+  """This process's training batches (ImageNet), cropped as in training,
+  mean-subtracted, without the lighting noise."""
+  per_process = config.train.batch_size // jax.process_count()
+  ds = imagenet_data.train_dataset(
+    config.data, per_process, seed=config.train.seed
   )
-  return eval_lib.recompute_batch_stats(state, model, batches)
+  mean = np.asarray(jax.device_get(state.pixel_mean))
+  for images, _ in ds.take(num_batches).as_numpy_iterator():
+    yield images.astype(np.float32) - mean
 
 
 def evaluate_workdir(
   config, workdir: str, recompute_bn_batches: int = 0
 ) -> dict:
-  """Metrics of the latest checkpoint in `workdir` on its eval split."""
-  if config.data.name not in cifar_data.LABEL_BYTES:
-    raise ConfigError(
-      f'evaluating a {config.data.name} workdir is not supported yet: its '
-      'training run reports centre-crop validation in metrics.jsonl'
-    )
+  """Metrics of the latest checkpoint in `workdir`: CIFAR on its eval
+  split, ImageNet on val with data.eval_protocol."""
+  imagenet = config.data.name == 'imagenet2012'
+  if not imagenet and config.data.name not in cifar_data.LABEL_BYTES:
+    raise ConfigError(f'data.name={config.data.name!r} cannot be evaluated')
   mesh = steps.make_mesh()
   batch = config.train.eval_batch_size
   if batch <= 0 or batch % mesh.size:
@@ -111,8 +126,40 @@ def evaluate_workdir(
       f'train.eval_batch_size={batch} does not divide over {mesh.size} devices'
     )
   model = models.build(config.model, config.data.num_classes)
-  split, _ = cifar_data.load_eval(config.data)
-  shape = split.images.shape[1:]
+  if imagenet:
+    evaluator = imagenet_eval.Evaluator(
+      config.data,
+      model=model,
+      batch_size=batch,
+      protocol=config.data.eval_protocol,
+    )
+    size = config.data.image_size
+    shape = (size, size, 3)
+    mean_shape = (1, 1, 3) if config.data.mean == 'channel' else shape
+  else:
+    split, _ = cifar_data.load_eval(config.data)
+    shape = mean_shape = split.images.shape[1:]
+  state = _restore(config, workdir, model, shape, mean_shape, mesh)
+  if imagenet:  # each process evaluates on its own devices
+    state = imagenet_eval.localise(evaluator.mesh, state)
+  if recompute_bn_batches:
+    batches = (_imagenet_bn_batches if imagenet else _cifar_bn_batches)(
+      config, state, recompute_bn_batches
+    )
+    state = eval_lib.recompute_batch_stats(state, model, batches)
+  if imagenet:
+    result = evaluator(state)
+    result['protocol'] = config.data.eval_protocol
+  else:
+    result = eval_lib.evaluate(
+      state, split, mesh=mesh, model=model, batch_size=batch
+    )
+  result['step'] = int(jax.device_get(state.step))
+  return result
+
+
+def _restore(config, workdir, model, shape, mean_shape, mesh):
+  """The newest readable checkpoint of `workdir`, or a ConfigError."""
   params = jax.eval_shape(
     model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *shape), 'float32')
   )
@@ -122,24 +169,18 @@ def evaluate_workdir(
   if not os.path.isdir(directory):
     raise ConfigError(f'no checkpoint in {directory}')
   mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
-  state = resume.restore_newest_readable(
-    mgr, train_lib.abstract_state(model, tx, shape, mesh), directory
-  )
+  abstract = train_lib.abstract_state(model, tx, shape, mesh, mean_shape)
+  state = resume.restore_newest_readable(mgr, abstract, directory)
   if state is None:
     raise ConfigError(f'no checkpoint in {directory}')
-  if recompute_bn_batches:
-    state = _recompute_bn(config, state, model, recompute_bn_batches)
-  result = eval_lib.evaluate(
-    state, split, mesh=mesh, model=model, batch_size=batch
-  )
-  result['step'] = int(jax.device_get(state.step))
-  return result
+  return state
 
 
 def main(argv):
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = flags.FLAGS.config
+  train_lib.initialize_distributed()
   result = evaluate_workdir(config, _WORKDIR.value, _RECOMPUTE_BN.value)
   print(json.dumps(result, sort_keys=True))
 

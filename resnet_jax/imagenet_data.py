@@ -16,6 +16,7 @@ from resnet_jax.errors import ConfigError
 
 JPEG_MAGIC = b'\xff\xd8\xff'
 EXTENSIONS = ('.jpg', '.jpeg')
+PROTOCOLS = ('center', 'ten_crop', 'multiscale')
 
 
 def tensorflow_cpu():
@@ -182,25 +183,22 @@ def train_dataset(data_cfg, batch_size: int, seed: int, start_step: int = 0):
 def eval_dataset(
   data_cfg, split: str, batch_size: int, protocol: str, side: int | None = None
 ):
-  """This process's evaluation batches: (views, labels, mask), every
-  example exactly once; the last batch is padded and its mask says so.
+  """This process's evaluation batches, every example of its shard exactly
+  once; the last batch is padded and its mask says so.
 
-  views: (B, V, H, W, 3) uint8 with V = 1 ('center'), 10 ('ten_crop') or
-  2 ('multiscale' at shorter side `side`: the image and its flip, whole,
-  so batch_size must be 1 there: shapes differ between images).
+  'center' and 'ten_crop' yield (views, labels, mask) with views of shape
+  (B, V, size, size, 3) uint8, V = 1 or 10. 'multiscale' yields (views,
+  labels, mask, index) at shorter side `side`: each image whole, and its
+  flip (V = 2), in batches of images of one shape (images keep their
+  aspect ratios), so `index`, the example's position in this process's
+  shard, says which scores belong together across sides.
   """
   tf = tensorflow_cpu()
   from resnet_jax import imagenet_ops
 
-  if protocol not in ('center', 'ten_crop', 'multiscale'):
+  if protocol not in PROTOCOLS:
     raise ConfigError(
-      f'evaluation protocol {protocol!r} is not one of '
-      'center, ten_crop, multiscale'
-    )
-  if protocol == 'multiscale' and batch_size != 1:
-    raise ConfigError(
-      'multi-scale evaluation takes one image at a time '
-      '(batch_size=1): images keep their aspect ratios'
+      f'evaluation protocol {protocol!r} is not one of {", ".join(PROTOCOLS)}'
     )
   ds, _, _ = source(data_cfg, split)
   ds = ds.shard(_process_count(), _process_index())
@@ -214,21 +212,38 @@ def eval_dataset(
     'multiscale': lambda j: imagenet_ops.multiscale(j, side),
   }[protocol]
 
-  def preprocess(path_or_jpeg, label):
-    jpeg, label = read(path_or_jpeg, label)
-    return views(jpeg), label, tf.constant(1.0)
+  def preprocess(index, example):
+    jpeg, label = read(*example)
+    return views(jpeg), label, tf.constant(1.0), tf.cast(index, tf.int32)
 
-  ds = ds.map(
+  ds = ds.enumerate().map(
     preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
   )
-  ds = ds.batch(batch_size)
+  if protocol == 'multiscale':  # a batch holds images of one shape
+    ds = ds.group_by_window(
+      key_func=lambda v, *_: tf.cast(
+        tf.shape(v)[1] * 65536 + tf.shape(v)[2], tf.int64
+      ),
+      reduce_func=lambda _, window: window.batch(batch_size),
+      window_size=batch_size,
+    )
+  else:
+    ds = ds.batch(batch_size)
 
-  def pad(images, labels, mask):
+  def pad(images, labels, mask, index):
     missing = batch_size - tf.shape(labels)[0]
     images = tf.pad(images, [[0, missing], [0, 0], [0, 0], [0, 0], [0, 0]])
-    return images, tf.pad(labels, [[0, missing]]), tf.pad(mask, [[0, missing]])
+    padded = tuple(tf.pad(t, [[0, missing]]) for t in (labels, mask, index))
+    return (
+      (images, *padded) if protocol == 'multiscale' else (images, *padded[:2])
+    )
 
   return ds.map(pad).prefetch(tf.data.AUTOTUNE)
+
+
+def shard_size(num_examples: int) -> int:
+  """Examples in this process's shard (Dataset.shard's round robin)."""
+  return len(range(_process_index(), num_examples, _process_count()))
 
 
 def _process_index():

@@ -16,7 +16,6 @@ import tensorflow as tf
 
 CROP = 224
 TEN_CROP_SIDE = 256  # shorter side before the 10 crops (and the centre crop)
-MULTISCALE_SIDES = (224, 256, 384, 480, 640)  # section 3.4, Table 3
 
 
 def to_uint8(image):

@@ -4,15 +4,13 @@ number of training images, the training mean, a compiled step that needs
 only the state, and an evaluation.
 """
 
-import collections
-import itertools
-
 import jax
 import numpy as np
 
 from resnet_jax import cifar_data
 from resnet_jax import eval_lib
 from resnet_jax import imagenet_data
+from resnet_jax import imagenet_eval
 from resnet_jax import steps
 from resnet_jax.errors import ConfigError
 
@@ -75,8 +73,16 @@ class Streaming:
         f'{len(self.classes)} classes in the training data but '
         f'data.num_classes={config.data.num_classes}'
       )
-    self.eval_name = 'val' if config.data.eval_on == 'val' else 'none'
-    self._eval_fn = None
+    d = config.data
+    if d.eval_on not in ('val', 'none'):
+      raise ConfigError(f'data.eval_on={d.eval_on!r} is not one of val, none')
+    if d.eval_protocol not in imagenet_data.PROTOCOLS:
+      raise ConfigError(
+        f'data.eval_protocol={d.eval_protocol!r} is not one of '
+        f'{", ".join(imagenet_data.PROTOCOLS)}'
+      )
+    self.eval_name = d.eval_on
+    self._evaluator = None
 
   def pixel_mean(self) -> np.ndarray:
     """Mean of centre crops of up to data.mean_images training images: per
@@ -115,29 +121,25 @@ class Streaming:
     return lambda state: step(state, *next(on_device))
 
   def evaluate(self, state, *, mesh, model) -> dict | None:
+    """data.eval_protocol on the validation split; each process on its
+    own devices (see imagenet_eval)."""
+    del mesh
     if self.eval_name == 'none':
       return None
-    d, t = self._config.data, self._config.train
-    per_process = t.eval_batch_size // jax.process_count()
-    ds = imagenet_data.eval_dataset(d, 'val', per_process, 'center')
-    if self._eval_fn is None:  # compiled once, reused at every evaluation
-      self._eval_fn = steps.sharded_views_eval_step(mesh, model=model)
-    totals = None
-    for batch in prefetch_to_mesh(mesh, ds.as_numpy_iterator()):
-      sums = self._eval_fn(state, *batch)
-      totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
-    return eval_lib.eval_metrics(totals)
+    if self._evaluator is None:  # compiled once, reused at every evaluation
+      self._evaluator = imagenet_eval.Evaluator(
+        self._config.data,
+        model=model,
+        batch_size=self._config.train.eval_batch_size,
+        protocol=self._config.data.eval_protocol,
+      )
+    return self._evaluator(state)
 
 
-def prefetch_to_mesh(mesh, host_batches, size: int = 2):
-  """Host batches -> batches split over the mesh, `size` of them already
-  sent while the current step runs, so the devices never wait on a copy."""
-  queue = collections.deque()
-  for batch in itertools.chain(host_batches, [None] * size):
-    if batch is not None:
-      queue.append(steps.shard_batch(mesh, batch))
-    if len(queue) > size or (batch is None and queue):
-      yield queue.popleft()
+def prefetch_to_mesh(mesh, host_batches):
+  """Host batches -> batches split over the mesh, two already sent while
+  the current step runs, so the devices never wait on a copy."""
+  return steps.prefetch(lambda b: steps.shard_batch(mesh, b), host_batches)
 
 
 def for_config(config):

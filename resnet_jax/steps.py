@@ -7,7 +7,9 @@ of a jax.shard_map over the 1-D mesh axis 'data', with per-device semantics
 as pmap had. Inputs are on the mesh before the call (shard_map is strict).
 """
 
+import collections
 import functools
+import itertools
 from typing import Any
 
 import flax
@@ -152,6 +154,17 @@ def sharded_views_eval_step(mesh, *, model):
   )
 
 
+def sharded_view_probabilities(mesh, *, model):
+  """Compiled probs(state, views) -> (B, classes), views split over the
+  mesh: for tests whose scores are averaged across calls (multi-scale)."""
+  per_device = functools.partial(view_probabilities, model=model)
+  return jax.jit(
+    jax.shard_map(
+      per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS)
+    )
+  )
+
+
 def make_mesh(devices=None) -> jax.sharding.Mesh:
   devices = jax.devices() if devices is None else devices
   return jax.sharding.Mesh(np.asarray(devices), (AXIS,))
@@ -250,3 +263,14 @@ def shard_batch(mesh, tree):
   return jax.tree.map(
     lambda x: jax.make_array_from_process_local_data(sharding, x), tree
   )
+
+
+def prefetch(put, host_batches, size: int = 2):
+  """Yields put(batch) for each host batch, with `size` more already put:
+  device copies are asynchronous, so they overlap the running step."""
+  queue = collections.deque()
+  for batch in itertools.chain(host_batches, [None] * size):
+    if batch is not None:
+      queue.append(put(batch))
+    if len(queue) > size or (batch is None and queue):
+      yield queue.popleft()

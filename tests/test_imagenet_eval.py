@@ -1,0 +1,177 @@
+"""ImageNet evaluation protocols on the bundled real JPEGs (issue 5): the
+centre crop, the paper's 10 crops and its multi-scale test average the
+right views and count every image once, in one process or several.
+
+A CIFAR-style ResNet-8 at 32x32 stands in for the ImageNet networks: the
+protocols do not depend on the network, and it compiles in seconds.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from resnet_jax import eval_lib
+from resnet_jax import imagenet_data
+from resnet_jax import imagenet_eval
+from resnet_jax import imagenet_ops
+from resnet_jax import steps
+from resnet_jax import train_lib
+from tests.helpers import load_config
+from tests.helpers import run_cli
+from tests.helpers import start_cli
+from tests.test_imagenet_input import FOLDER
+from tests.test_multihost import free_port
+
+
+def small_config(root, **data):
+  config = load_config('configs/imagenet.py:resnet18')
+  config.model = load_config('configs/quickstart.py:resnet8').model
+  config.data.update(
+    dict(
+      image_folder=str(root),
+      num_classes=40,
+      image_size=32,
+      shuffle_buffer=64,
+      mean_images=40,
+      eval_scales=(32, 48),
+      **data,
+    )
+  )
+  config.train.update(
+    dict(unit='steps', length=2, batch_size=8, eval_batch_size=16)
+  )
+  config.train.update(log_every=1, eval_every=2, checkpoint_every=2)
+  return config
+
+
+@pytest.fixture(scope='module')
+def experiment():
+  """Initial weights with BN statistics of the images themselves: scores
+  spread out, not saturated (ties would make top-k ambiguous)."""
+  exp = train_lib.setup(small_config(FOLDER))
+  state = train_lib.initial_state(exp)
+  mean = np.asarray(state.pixel_mean)
+  ds = imagenet_data.eval_dataset(exp.config.data, 'train', 40, 'center')
+  batches = (
+    v[:, 0].astype(np.float32) - mean for v, *_ in ds.as_numpy_iterator()
+  )
+  return exp, eval_lib.recompute_batch_stats(state, exp.model, batches)
+
+
+def reference(exp, state, protocol):
+  """Each image alone: softmax averaged over its views, one call each."""
+  d = exp.config.data
+  paths, labels, _ = imagenet_data.list_image_folder(d.image_folder, 'train')
+  side = round(d.image_size * 256 / 224)
+  views = {
+    'center': lambda j: [imagenet_ops.center_crop(j, side, d.image_size)[None]],
+    'ten_crop': lambda j: [imagenet_ops.ten_crops(j, side, d.image_size)],
+    'multiscale': lambda j: [
+      imagenet_ops.multiscale(j, s) for s in d.eval_scales
+    ],
+  }[protocol]
+  probs = []
+  for path in paths:
+    with open(path, 'rb') as f:
+      jpeg = f.read()
+    per_view_set = [
+      steps.view_probabilities(state, v.numpy()[None], model=exp.model)
+      for v in views(jpeg)
+    ]
+    probs.append(np.mean(per_view_set, axis=0)[0])
+  probs = np.asarray(probs)
+  top5 = np.argsort(-probs, axis=1)[:, :5]
+  return dict(
+    top1_accuracy=np.mean(top5[:, 0] == labels),
+    top5_accuracy=np.mean((top5 == labels[:, None]).any(1)),
+    loss=np.mean(-np.log(probs[np.arange(len(labels)), labels])),
+    num_examples=len(labels),
+  )
+
+
+@pytest.mark.parametrize('protocol', ['center', 'ten_crop', 'multiscale'])
+def test_protocol_equals_each_image_evaluated_alone(experiment, protocol):
+  exp, state = experiment
+  evaluator = imagenet_eval.Evaluator(
+    exp.config.data,
+    model=exp.model,
+    batch_size=16,  # 40 images: the last batch (or shape group) is padded
+    protocol=protocol,
+    split='train',
+  )
+  got, want = evaluator(state), reference(exp, state, protocol)
+  assert got['num_examples'] == want['num_examples'] == 40
+  for key in ('top1_accuracy', 'top5_accuracy', 'loss'):
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-4, err_msg=key)
+
+
+def test_protocols_differ(experiment):
+  """The 10 crops and the scales are really used: not the centre crop."""
+  exp, state = experiment
+  losses = {
+    p: imagenet_eval.Evaluator(
+      exp.config.data, model=exp.model, batch_size=16, protocol=p, split='train'
+    )(state)['loss']
+    for p in imagenet_data.PROTOCOLS
+  }
+  assert len({round(v, 6) for v in losses.values()}) == 3, losses
+
+
+def test_evaluate_cli_two_processes_count_uneven_shards_once(tmp_path):
+  """41 validation images over 2 processes (21 and 20, so unequal numbers
+  of batches): both processes finish and the result equals one process's.
+  Then BN re-estimation and the centre crop from the CLI."""
+  root = tmp_path / 'folder'
+  shutil.copytree(FOLDER, root)
+  shutil.copytree(root / 'train', root / 'val')
+  first = next((root / 'val' / 'n01440764').glob('*.JPEG'))
+  shutil.copy(first, first.with_name('copy.JPEG'))
+  workdir = tmp_path / 'run'
+  config = small_config(root, eval_on='none')
+  train_lib.train_and_evaluate(config, str(workdir))
+  flags = [
+    '--config.data.eval_protocol=multiscale',
+    '--config.train.eval_batch_size=4',
+  ]
+
+  port = free_port()
+  two = [
+    start_cli(
+      '-m',
+      'resnet_jax.evaluate',
+      f'--workdir={workdir}',
+      *flags,
+      devices=2,
+      JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+      JAX_NUM_PROCESSES='2',
+      JAX_PROCESS_ID=str(i),
+    )
+    for i in range(2)
+  ]
+  outputs = [p.communicate(timeout=300) for p in two]
+  for p, (_, stderr) in zip(two, outputs):
+    assert p.returncode == 0, stderr[-3000:]
+  one = run_cli(
+    '-m', 'resnet_jax.evaluate', f'--workdir={workdir}', *flags, devices=4
+  )
+  assert one.returncode == 0, one.stderr[-3000:]
+  results = [json.loads(o.splitlines()[-1]) for o, _ in outputs]
+  single = json.loads(one.stdout.splitlines()[-1])
+  assert results[0] == results[1]
+  assert single['num_examples'] == results[0]['num_examples'] == 41
+  assert single['protocol'] == 'multiscale' and single['step'] == 2
+  np.testing.assert_allclose(results[0]['loss'], single['loss'], rtol=1e-5)
+
+  center = run_cli(
+    '-m',
+    'resnet_jax.evaluate',
+    f'--workdir={workdir}',
+    '--recompute_bn_batches=2',
+  )
+  assert center.returncode == 0, center.stderr[-3000:]
+  reestimated = json.loads(center.stdout.splitlines()[-1])
+  assert reestimated['protocol'] == 'center'
+  assert reestimated['num_examples'] == 41
+  assert np.isfinite(reestimated['loss'])
