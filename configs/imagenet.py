@@ -14,9 +14,9 @@ the paper's "divide when the error plateaus"); scale augmentation
 (shorter side in [256, 480], random 224 crop, flip), per-pixel mean
 subtraction and PCA lighting noise. ResNet-50 (v1, option B) has
 25,557,032 parameters and 3.86G multiply-accumulates per 224x224 image.
-The paper's top-1 single-crop (10-crop) validation errors, Tables 2-3:
+The paper's top-1 10-crop validation errors (Tables 2-3):
 ResNet-18 27.88%, ResNet-34 A 25.03% (B 24.52%, C 24.19%), plain-18
-27.94%, plain-34 28.54%.
+27.94%, plain-34 28.54%; README.md lists every row with its commands.
 """
 
 from ml_collections import config_dict
@@ -46,6 +46,9 @@ def get_config(arg: str = 'resnet50') -> config_dict.ConfigDict:
   data.manual_dir = config_dict.placeholder(str)
   data.tfds_data_dir = config_dict.placeholder(str)  # None: $TFDS_DATA_DIR
   data.train_crop = 'scale'  # section 3.4; or 'inception'
+  # 'scale': the shorter side resized to a random length in this range,
+  # then a random image_size crop (section 3.4).
+  data.scale_range = (256, 480)
   data.lighting_std = 0.1  # AlexNet's PCA colour noise; 0 turns it off
   data.mean = 'pixel'  # per-pixel mean subtraction; or 'channel'
   data.mean_images = 10000  # training images the mean is estimated from

@@ -160,7 +160,9 @@ def train_dataset(data_cfg, batch_size: int, seed: int, start_step: int = 0):
     )
   size = data_cfg.image_size
   crop = {
-    'scale': lambda j, s: imagenet_ops.scale_augment(j, s, size=size),
+    'scale': lambda j, s: imagenet_ops.scale_augment(
+      j, s, *data_cfg.scale_range, size=size
+    ),
     'inception': lambda j, s: imagenet_ops.inception_crop(j, s, size=size),
   }[data_cfg.train_crop]
   read = read_jpeg(tf, data_cfg)
@@ -219,6 +221,9 @@ def eval_dataset(
   ds = ds.enumerate().map(
     preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
   )
+  # A corrupt JPEG cannot be scored: it is left out, with TF's warning
+  # naming the error, and num_examples says how many were counted.
+  ds = ds.ignore_errors(log_warning=True)
   if protocol == 'multiscale':  # a batch holds images of one shape
     ds = ds.group_by_window(
       key_func=lambda v, *_: tf.cast(

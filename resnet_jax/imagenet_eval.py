@@ -114,8 +114,10 @@ class Evaluator:
         probs[index[real]] += np.asarray(self._probs(state, views))[real]
         labels[index[real]] = y[real]
         seen[index[real]] += 1
-    if not (seen == len(self._data.eval_scales)).all():
+    # Each image at every side, or (a corrupt file) at none.
+    scales = len(self._data.eval_scales)
+    if not np.isin(seen, (0, scales)).all():
       raise RuntimeError('multi-scale evaluation missed or repeated images')
-    probs /= len(self._data.eval_scales)
-    sums = steps.probability_sums(probs, labels, np.ones(n, np.float32))
+    probs /= scales
+    sums = steps.probability_sums(probs, labels, seen == scales)
     return jax.device_get(sums)

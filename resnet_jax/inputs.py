@@ -67,21 +67,14 @@ class Streaming:
 
   def __init__(self, config):
     self._config = config
+    _check_data_config(config.data)  # first: cheaper than listing the data
     _, self.num_train, self.classes = imagenet_data.source(config.data, 'train')
     if len(self.classes) != config.data.num_classes:
       raise ConfigError(
         f'{len(self.classes)} classes in the training data but '
         f'data.num_classes={config.data.num_classes}'
       )
-    d = config.data
-    if d.eval_on not in ('val', 'none'):
-      raise ConfigError(f'data.eval_on={d.eval_on!r} is not one of val, none')
-    if d.eval_protocol not in imagenet_data.PROTOCOLS:
-      raise ConfigError(
-        f'data.eval_protocol={d.eval_protocol!r} is not one of '
-        f'{", ".join(imagenet_data.PROTOCOLS)}'
-      )
-    self.eval_name = d.eval_on
+    self.eval_name = config.data.eval_on
     self._evaluator = None
 
   def pixel_mean(self) -> np.ndarray:
@@ -134,6 +127,30 @@ class Streaming:
         protocol=self._config.data.eval_protocol,
       )
     return self._evaluator(state)
+
+
+def _check_data_config(d):
+  """The ImageNet data keys whose values can be wrong on their own."""
+  if d.eval_on not in ('val', 'none'):
+    raise ConfigError(f'data.eval_on={d.eval_on!r} is not one of val, none')
+  if d.eval_protocol not in imagenet_data.PROTOCOLS:
+    raise ConfigError(
+      f'data.eval_protocol={d.eval_protocol!r} is not one of '
+      f'{", ".join(imagenet_data.PROTOCOLS)}'
+    )
+  if d.train_crop not in ('scale', 'inception'):
+    raise ConfigError(
+      f'data.train_crop={d.train_crop!r} is not one of scale, inception'
+    )
+  low, high = d.scale_range
+  if not 0 < low <= high:
+    raise ConfigError(f'data.scale_range={d.scale_range} is not a range')
+  if d.train_crop == 'scale' and d.image_size > low:
+    raise ConfigError(
+      f'data.image_size={d.image_size} is larger than the shortest side '
+      f'the scale augmentation resizes to (data.scale_range={low}..'
+      f'{high}): the crop would not fit; raise data.scale_range'
+    )
 
 
 def prefetch_to_mesh(mesh, host_batches):

@@ -21,6 +21,12 @@ TINY = [
   '--config.train.checkpoint_every=2',
   '--config.train.batch_size=16',
 ]
+IMAGENET = [
+  'train.py',
+  '--config=configs/imagenet.py:resnet18',
+  '--config.data.num_classes=40',
+]
+SAMPLE_FOLDER = '--config.data.image_folder=data/imagenet-sample'
 DOC = (REPO / 'docs' / 'bad_inputs.md').read_text()
 
 
@@ -234,6 +240,40 @@ CASES = {
     ['-m', 'resnet_jax.evaluate', '--config.data.eval_on=test'],
     'run',
     'has no test_batch.bin to evaluate on',
+    2,
+  ),
+  'imagenet-folder-missing': (
+    [*IMAGENET, '--config.data.image_folder={tmp}/none'],
+    None,
+    'not found: expected',
+    2,
+  ),
+  'imagenet-empty-class': (
+    [*IMAGENET, '--config.data.image_folder={tmp}/folder'],
+    lambda tmp, wd: (tmp / 'folder' / 'train' / 'n0').mkdir(parents=True),
+    'has no JPEG images',
+    2,
+  ),
+  'imagenet-manual-missing': (
+    [
+      *IMAGENET,
+      '--config.data.tfds_data_dir={tmp}/tfds',
+      '--config.data.manual_dir={tmp}/manual',
+    ],
+    None,
+    'is not prepared in',
+    2,
+  ),
+  'imagenet-crop-too-large': (
+    [*IMAGENET, SAMPLE_FOLDER, '--config.data.image_size=300'],
+    None,
+    'the crop would not fit',
+    2,
+  ),
+  'imagenet-protocol': (
+    [*IMAGENET, SAMPLE_FOLDER, '--config.data.eval_protocol=twelve_crop'],
+    None,
+    "data.eval_protocol='twelve_crop' is not one of",
     2,
   ),
   'diverged': (

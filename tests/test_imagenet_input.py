@@ -83,7 +83,7 @@ def test_multiscale_views_keep_the_whole_image(side):
   ds = imagenet_data.eval_dataset(
     data_config(), 'train', 1, 'multiscale', side=side
   )
-  for views, _, _ in take(ds, 40):
+  for views, *_ in take(ds, 40):
     assert views.shape[:2] == (1, 2) and min(views.shape[2:4]) == side
     assert max(views.shape[2:4]) % 32 == 0
     np.testing.assert_array_equal(views[0, 1], views[0, 0, :, ::-1])
@@ -113,7 +113,7 @@ def test_bad_folders(tmp_path):
     imagenet_data.eval_dataset(data_config(), 'train', 1, 'twelve_crop')
 
 
-def test_non_jpeg_skipped_corrupt_jpeg_skipped_in_training(tmp_path, caplog):
+def test_non_jpeg_skipped_corrupt_jpeg_skipped(tmp_path, caplog):
   root = tmp_path / 'folder'
   shutil.copytree(FOLDER, root)
   first = root / 'train' / WNIDS[0]
@@ -126,6 +126,12 @@ def test_non_jpeg_skipped_corrupt_jpeg_skipped_in_training(tmp_path, caplog):
   ds = imagenet_data.train_dataset(data_config(root), 41, seed=0)
   ((images, labels),) = take(ds, 1)  # the cut file is dropped, not fatal
   assert images.shape == (41, 224, 224, 3)
+  for protocol, batch in (('center', 41), ('multiscale', 8)):
+    ds = imagenet_data.eval_dataset(
+      data_config(root), 'train', batch, protocol, side=64
+    )
+    counted = sum(int(m.sum()) for _, _, m, *_ in take(ds, 100))
+    assert counted == 40  # in evaluation too: every other image once
 
 
 def imagenet_train_config(root, length=4):
@@ -136,6 +142,7 @@ def imagenet_train_config(root, length=4):
       image_folder=str(root),
       num_classes=40,
       image_size=64,
+      scale_range=(73, 137),  # 256..480 in proportion to 224
       shuffle_buffer=64,
       mean_images=40,
     )
