@@ -45,12 +45,17 @@ _CHECKPOINT_EVERY = flags.DEFINE_integer(
 
 
 def step_images_per_sec(config, num_steps: int, warmup: int) -> float:
-  """The compiled step alone, fed as the loop feeds it (for CIFAR: data on
-  the device; for ImageNet: the host pipeline, two batches in flight)."""
+  """The compiled step alone on data already on the device (CIFAR: the
+  resident dataset; ImageNet: one host batch, fed again and again)."""
   exp = train_lib.setup(config)
   state = train_lib.initial_state(exp)
   train_fn = exp.input.train_fn(
-    exp.mesh, model=exp.model, tx=exp.tx, lr_fn=exp.lr_fn, start_step=0
+    exp.mesh,
+    model=exp.model,
+    tx=exp.tx,
+    lr_fn=exp.lr_fn,
+    start_step=0,
+    bare=True,
   )
   for _ in range(warmup):
     state, metrics = train_fn(state)
@@ -69,12 +74,14 @@ def loop_images_per_sec(
   `checkpoint_every` is given."""
   config = config.copy_and_resolve_references()
   t = config.train
-  t.unit, t.length = 'steps', warmup + num_steps
   # Log intervals: the first holds compilation and is excluded; at least
   # four timed ones follow, at the config's frequency if it allows.
-  t.log_every = min(t.log_every, max(1, num_steps // 4))
-  if warmup % t.log_every:
-    t.length = warmup + num_steps + (t.log_every - warmup % t.log_every)
+  every = max(1, num_steps // 4)
+  if t.unit == 'steps':
+    every = min(int(t.log_every), every)
+  t.unit, t.log_every, t.length = 'steps', every, warmup + num_steps
+  if warmup % every:  # the timed intervals start at a log step
+    t.length = warmup + num_steps + (every - warmup % every)
   config.data.eval_on = 'none'
   t.checkpoint_every = checkpoint_every or t.length
   with tempfile.TemporaryDirectory() as workdir:

@@ -176,3 +176,14 @@ def test_evaluate_cli_two_processes_count_uneven_shards_once(tmp_path):
   assert reestimated['protocol'] == 'center'
   assert reestimated['num_examples'] == 41
   assert np.isfinite(reestimated['loss'])
+
+
+def test_benchmark_times_the_streaming_loop_and_bare_step():
+  """The benchmark on an ImageNet config whose durations are in epochs:
+  it runs the loop for a few steps and the step on one resident batch."""
+  from resnet_jax import benchmark
+
+  config = small_config(FOLDER, eval_on='none')
+  config.train.update(unit='epochs', length=90, log_every=0.02)
+  assert benchmark.step_images_per_sec(config, 2, 1) > 0
+  assert benchmark.loop_images_per_sec(config, 4, 1) > 0
