@@ -89,4 +89,9 @@ def get_config(arg: str = 'resnet50') -> config_dict.ConfigDict:
   train.eval_every = 5
   train.checkpoint_every = 0.5
   train.keep_checkpoints = 3
+  # Gradient accumulation: each device's batch in this many slices, run
+  # one after another; BN statistics per slice, as on that many more
+  # devices (README). For a batch-256 recipe on one small GPU.
+  train.microbatches = 1
+  train.steps_per_dispatch = 1  # >1 only for device-resident data
   return config

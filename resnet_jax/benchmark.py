@@ -27,26 +27,14 @@ from ml_collections import config_flags
 from resnet_jax import errors
 from resnet_jax import train_lib
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
-_STEPS = flags.DEFINE_integer('steps', 100, 'Timed steps for each figure.')
-_WARMUP = flags.DEFINE_integer('warmup', 5, 'Untimed steps (compilation).')
-_INPUT_ONLY = flags.DEFINE_bool(
-  'input_only',
-  False,
-  'Time the host input pipeline alone: images/s per CPU core for the '
-  'training augmentation and each evaluation protocol.',
-)
-_IMAGES = flags.DEFINE_integer('images', 2000, 'Timed images per figure.')
-_CHECKPOINT_EVERY = flags.DEFINE_integer(
-  'checkpoint_every',
-  None,
-  'Also time the loop saving a checkpoint every this many steps.',
-)
+FLAGS = flags.FLAGS
 
 
-def step_images_per_sec(config, num_steps: int, warmup: int) -> float:
+def step_report(config, num_steps: int, warmup: int) -> dict:
   """The compiled step alone on data already on the device (CIFAR: the
-  resident dataset; ImageNet: one host batch, fed again and again)."""
+  resident dataset; ImageNet: one host batch, fed again and again):
+  images/s, and the seconds the first call took beyond a steady one
+  (compilation)."""
   exp = train_lib.setup(config)
   state = train_lib.initial_state(exp)
   train_fn = exp.input.train_fn(
@@ -57,14 +45,69 @@ def step_images_per_sec(config, num_steps: int, warmup: int) -> float:
     start_step=0,
     bare=True,
   )
-  for _ in range(warmup):
-    state, metrics = train_fn(state)
-  jax.block_until_ready(state)
+  per_call = config.train.steps_per_dispatch
   start = time.perf_counter()
-  for _ in range(num_steps):
-    state, metrics = train_fn(state)
+  state, metrics = train_fn(state, per_call)
+  jax.block_until_ready(state)
+  first = time.perf_counter() - start
+  for _ in range(max(0, warmup // per_call - 1)):
+    state, metrics = train_fn(state, per_call)
+  jax.block_until_ready(state)
+  calls = max(1, num_steps // per_call)
+  start = time.perf_counter()
+  for _ in range(calls):
+    state, metrics = train_fn(state, per_call)
   jax.block_until_ready((state, metrics))
-  return num_steps * config.train.batch_size / (time.perf_counter() - start)
+  seconds = time.perf_counter() - start
+  return dict(
+    step_images_per_sec=calls * per_call * config.train.batch_size / seconds,
+    compile_seconds=first - seconds / calls,
+  )
+
+
+# Dense peak FLOP/s of one device by its JAX device_kind and the compute
+# dtype (float32 on these GPUs runs as TF32 by default), from the vendors'
+# data sheets; the SXM parts.
+PEAK_FLOPS = {
+  ('NVIDIA H100 80GB HBM3', 'bfloat16'): 989e12,
+  ('NVIDIA H100 80GB HBM3', 'float32'): 495e12,
+  ('NVIDIA H200', 'bfloat16'): 989e12,
+  ('NVIDIA H200', 'float32'): 495e12,
+  ('NVIDIA A100-SXM4-80GB', 'bfloat16'): 312e12,
+  ('NVIDIA A100-SXM4-80GB', 'float32'): 156e12,
+  ('NVIDIA A100-SXM4-40GB', 'bfloat16'): 312e12,
+  ('NVIDIA A100-SXM4-40GB', 'float32'): 156e12,
+}
+
+
+def utilisation(
+  config, images_per_sec: float, peak_tflops: float | None = None
+) -> dict:
+  """Model FLOP utilisation of the devices at `images_per_sec`: training
+  FLOPs per image are 3 x 2 x the forward multiply-accumulates (forward,
+  and the backward's two products), counted from the layers' shapes; the
+  peak is the device's (PEAK_FLOPS, or `peak_tflops`). Also the peak
+  device memory, where the platform reports it (not on CPU)."""
+  from resnet_jax import models
+  from resnet_jax import summary
+
+  model = models.build(config.model, config.data.num_classes)
+  macs = summary.count(model, config.data.image_size)['macs']
+  achieved = 6 * macs * images_per_sec
+  device = jax.devices()[0]
+  peak = (
+    peak_tflops * 1e12
+    if peak_tflops
+    else PEAK_FLOPS.get((device.device_kind, config.model.dtype))
+  )
+  stats = device.memory_stats() or {}
+  return dict(
+    model_flops_per_image=6 * macs,
+    achieved_tflops=achieved / 1e12,
+    peak_tflops_per_device=peak / 1e12 if peak else None,
+    mfu=achieved / (peak * jax.device_count()) if peak else None,
+    peak_device_memory_bytes=stats.get('peak_bytes_in_use'),
+  )
 
 
 def loop_images_per_sec(
@@ -154,32 +197,37 @@ def input_report(config, images: int) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise errors.ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
-  config = _CONFIG.value
-  if _INPUT_ONLY.value:
-    report = input_report(config, _IMAGES.value)
+  config = FLAGS.config
+  if FLAGS.input_only:
+    report = input_report(config, FLAGS.images)
     report.update(date=datetime.date.today().isoformat(), host=platform.node())
     print(json.dumps(report))
     return
-  step = step_images_per_sec(config, _STEPS.value, _WARMUP.value)
-  loop = loop_images_per_sec(config, _STEPS.value, _WARMUP.value)
-  report = dict(
-    step_images_per_sec=round(step, 2),
-    loop_images_per_sec=round(loop, 2),
+  report = step_report(config, FLAGS.steps, FLAGS.warmup)
+  step = report['step_images_per_sec']
+  loop = loop_images_per_sec(config, FLAGS.steps, FLAGS.warmup)
+  report.update(
+    loop_images_per_sec=loop,
     loop_over_step=round(loop / step, 4),
+    **utilisation(config, step, FLAGS.peak_tflops),
   )
-  if _CHECKPOINT_EVERY.value:
+  if FLAGS.checkpoint_every:
     saving = loop_images_per_sec(
-      config, _STEPS.value, _WARMUP.value, _CHECKPOINT_EVERY.value
+      config, FLAGS.steps, FLAGS.warmup, FLAGS.checkpoint_every
     )
     report.update(
-      checkpoint_every=_CHECKPOINT_EVERY.value,
+      checkpoint_every=FLAGS.checkpoint_every,
       loop_with_checkpoints_images_per_sec=round(saving, 2),
       checkpoints_over_loop=round(saving / loop, 4),
     )
   device = jax.devices()[0]
   report.update(
+    dtype=config.model.dtype,
+    steps_per_dispatch=config.train.steps_per_dispatch,
+    microbatches=config.train.microbatches,
+    remat=config.model.remat,
     batch_size=config.train.batch_size,
-    steps=_STEPS.value,
+    steps=FLAGS.steps,
     devices=jax.device_count(),
     device_kind=device.device_kind,
     platform=device.platform,
@@ -187,9 +235,41 @@ def main(argv):
     host=platform.node(),
     date=datetime.date.today().isoformat(),
   )
+  report = {
+    k: round(v, 4 if k == 'mfu' or '_over_' in k else 2)
+    if isinstance(v, float)
+    else v
+    for k, v in report.items()
+  }
   print(json.dumps(report))
 
 
+def define_flags():
+  """The command's flags; defined only when run as a command, so that other
+  commands (benchmarks/compare_torch.py) can import this module."""
+  config_flags.DEFINE_config_file('config', None, 'Config file.')
+  flags.DEFINE_integer('steps', 100, 'Timed steps for each figure.')
+  flags.DEFINE_integer('warmup', 5, 'Untimed steps (compilation).')
+  flags.DEFINE_bool(
+    'input_only',
+    False,
+    'Time the host input pipeline alone: images/s per CPU core for the '
+    'training augmentation and each evaluation protocol.',
+  )
+  flags.DEFINE_integer('images', 2000, 'Timed images per figure.')
+  flags.DEFINE_float(
+    'peak_tflops',
+    None,
+    "One device's peak TFLOP/s for `mfu`, where PEAK_FLOPS lacks the device.",
+  )
+  flags.DEFINE_integer(
+    'checkpoint_every',
+    None,
+    'Also time the loop saving a checkpoint every this many steps.',
+  )
+
+
 if __name__ == '__main__':
+  define_flags()
   flags.mark_flag_as_required('config')
   errors.run(main)

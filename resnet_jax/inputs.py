@@ -32,21 +32,31 @@ class DeviceResident:
   def train_fn(
     self, mesh, *, model, tx, lr_fn, start_step: int, bare: bool = False
   ):
+    """fn(state, num_steps=1) -> (state, last metrics); each distinct
+    num_steps compiles once."""
     del start_step, bare  # the batch is a function of the step in the state
     t = self._config.train
     data = steps.replicate(
       mesh, (self.data.train.images, self.data.train.labels)
     )
-    step = steps.sharded_train_step(
-      mesh,
-      model=model,
-      tx=tx,
-      lr_fn=lr_fn,
-      seed=t.seed,
-      global_batch=t.batch_size,
-      augment_images=self._config.data.augment,
-    )
-    return lambda state: step(state, *data)
+    compiled = {}
+
+    def train(state, num_steps: int = 1):
+      if num_steps not in compiled:
+        compiled[num_steps] = steps.sharded_train_step(
+          mesh,
+          model=model,
+          tx=tx,
+          lr_fn=lr_fn,
+          seed=t.seed,
+          global_batch=t.batch_size,
+          augment_images=self._config.data.augment,
+          num_steps=num_steps,
+          microbatches=t.microbatches,
+        )
+      return compiled[num_steps](state, *data)
+
+    return train
 
   def evaluate(self, state, *, mesh, model) -> dict | None:
     if self.data.eval is None:
@@ -116,11 +126,12 @@ class Streaming:
       lr_fn=lr_fn,
       seed=t.seed,
       lighting_std=self._config.data.lighting_std,
+      microbatches=t.microbatches,
     )
     if bare:
       first = next(on_device)
-      return lambda state: step(state, *first)
-    return lambda state: step(state, *next(on_device))
+      return lambda state, num_steps=1: step(state, *first)
+    return lambda state, num_steps=1: step(state, *next(on_device))
 
   def evaluate(self, state, *, mesh, model) -> dict | None:
     """data.eval_protocol on the validation split; each process on its

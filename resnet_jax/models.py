@@ -74,6 +74,7 @@ class ResNet(nn.Module):
   bn_epsilon: float = 1e-5
   bn_axis_name: str | None = None  # set to the mesh axis to sync BN stats
   dtype: Any = jnp.float32  # compute dtype; params and BN stats stay f32
+  remat: bool = False  # recompute block activations in the backward pass
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -113,9 +114,11 @@ class ResNet(nn.Module):
         cardinality=self.cardinality,
         base_width=self.base_width,
       )
+    # nn.remat keeps the blocks' names, so checkpoints do not care.
+    block_cls = nn.remat(self.block_cls) if self.remat else self.block_cls
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
-        x = self.block_cls(
+        x = block_cls(
           features=self.stage_widths[i],
           strides=2 if i > 0 and j == 0 else 1,
           conv=conv,
@@ -255,6 +258,7 @@ def build(model_cfg, num_classes: int) -> ResNet:
     bn_momentum=m.bn_momentum,
     bn_epsilon=m.bn_epsilon,
     dtype=DTYPES[m.dtype],
+    remat=m.remat,
   )
   return ResNet(**kwargs)
 

@@ -25,9 +25,6 @@ from ml_collections import config_flags
 from resnet_jax import errors
 from resnet_jax import models
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
-_JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead.')
-
 
 def _group(module_name: str) -> str:
   """Top-level module name -> row of the table ('stem', 'stage2', 'head')."""
@@ -108,15 +105,19 @@ def format_table(summary: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  config = _CONFIG.value
+  config = flags.FLAGS.config
   model = models.build(config.model, config.data.num_classes)
   summary = count(model, config.data.image_size)
-  if _JSON.value:
+  if flags.FLAGS.json:
     print(json.dumps(dict(summary, image_size=config.data.image_size)))
   else:
     print(format_table(summary))
 
 
 if __name__ == '__main__':
+  # Defined here, not at import: benchmark.py imports count() and has its
+  # own --config.
+  config_flags.DEFINE_config_file('config', None, 'Config file.')
+  flags.DEFINE_bool('json', False, 'Print one JSON object instead.')
   flags.mark_flag_as_required('config')
   errors.run(main)

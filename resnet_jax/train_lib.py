@@ -78,6 +78,22 @@ def setup(config, devices=None) -> Experiment:
   for name in ('log_every', 'eval_every', 'checkpoint_every'):
     if t[name] <= 0:
       raise ConfigError(f'train.{name}={t[name]} must be positive')
+  per_device = t.batch_size // mesh.size
+  if t.microbatches < 1 or per_device % t.microbatches:
+    raise ConfigError(
+      f'train.microbatches={t.microbatches} does not divide the '
+      f'{per_device} examples per device (batch {t.batch_size} over '
+      f'{mesh.size} devices)'
+    )
+  if t.steps_per_dispatch < 1:
+    raise ConfigError(
+      f'train.steps_per_dispatch={t.steps_per_dispatch} must be at least 1'
+    )
+  if t.steps_per_dispatch > 1 and not isinstance(data, inputs.DeviceResident):
+    raise ConfigError(
+      'train.steps_per_dispatch > 1 needs the dataset on the device '
+      '(CIFAR); streamed ImageNet steps are long enough to launch singly'
+    )
   return Experiment(
     config, mesh, model, tx, lr_fn, data, steps_per_epoch, total
   )
@@ -200,9 +216,12 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
 
   try:
     with preemption.Watcher() as watcher:
-      for done in range(start + 1, total + 1):
-        state, metrics = train_fn(state)
-        log.flush()  # the previous step's, now that this one is queued
+      done = start
+      while done < total:
+        n = _steps_in_call(done, total, every, t.steps_per_dispatch)
+        state, metrics = train_fn(state, n)
+        done += n
+        log.flush()  # the previous call's, now that this one is queued
         if due('log', done):
           log.add(done, metrics)
         if evaluates and due('eval', done):
@@ -243,6 +262,17 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     result['steady_images_per_sec'] = log.steady_images_per_sec
   result['step'] = int(jax.device_get(state.step))
   return result
+
+
+def _steps_in_call(done: int, total: int, every: dict, per_call: int) -> int:
+  """Steps the next call runs: `per_call` when no log, evaluation or
+  checkpoint falls inside them (they end exactly at one), else 1."""
+  if per_call == 1 or done + per_call > total:
+    return 1
+  for interval in every.values():
+    if (done // interval + 1) * interval < done + per_call:
+      return 1
+  return per_call
 
 
 def initialize_distributed():

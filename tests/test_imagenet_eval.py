@@ -185,5 +185,5 @@ def test_benchmark_times_the_streaming_loop_and_bare_step():
 
   config = small_config(FOLDER, eval_on='none')
   config.train.update(unit='epochs', length=90, log_every=0.02)
-  assert benchmark.step_images_per_sec(config, 2, 1) > 0
+  assert benchmark.step_report(config, 2, 1)['step_images_per_sec'] > 0
   assert benchmark.loop_images_per_sec(config, 4, 1) > 0

@@ -25,7 +25,7 @@ def tiny_config(batch_size=16, bn_sync=False):
   return config
 
 
-def run(config, devices, num_steps):
+def run(config, devices, num_steps, per_call=1):
   exp = train_lib.setup(config, devices)
   state = train_lib.initial_state(exp)
   data = steps.replicate(
@@ -38,8 +38,10 @@ def run(config, devices, num_steps):
     lr_fn=exp.lr_fn,
     seed=0,
     global_batch=config.train.batch_size,
+    num_steps=per_call,
+    microbatches=config.train.microbatches,
   )
-  for _ in range(num_steps):
+  for _ in range(num_steps // per_call):
     state, metrics = fn(state, *data)
   return jax.device_get(state), jax.device_get(metrics)
 
@@ -117,12 +119,50 @@ def test_per_device_bn_equals_mean_of_independent_shards():
   assert max(jax.tree.leaves(diff)) > 1e-5
 
 
+def test_several_steps_per_call_equal_one_per_call():
+  """train.steps_per_dispatch: a scan of 4 steps in one call gives the
+  state and metrics of 4 calls, bit for bit."""
+  one, m1 = run(tiny_config(), jax.devices(), 8)
+  four, m4 = run(tiny_config(), jax.devices(), 8, per_call=4)
+  assert int(four.step) == 8
+  jax.tree.map(np.testing.assert_array_equal, one, four)
+  jax.tree.map(np.testing.assert_array_equal, m1, m4)
+
+
+def test_microbatches_equal_as_many_more_devices():
+  """Gradient accumulation over 2 slices on 4 devices is the step of 8
+  devices with per-device BN: same gradients, statistics and metrics."""
+  config = tiny_config()
+  config.train.microbatches = 2
+  accumulated, m_acc = run(config, jax.devices()[:4], 2)
+  wider, m_wide = run(tiny_config(), jax.devices(), 2)
+  assert_trees_close(accumulated, wider, rtol=2e-5, atol=1e-6)
+  assert_trees_close(m_acc, m_wide, rtol=2e-5)
+  # Not trivially: on 4 devices without slices the statistics differ.
+  plain, _ = run(tiny_config(), jax.devices()[:4], 2)
+  diff = jax.tree.map(
+    lambda a, b: np.abs(a - b).max(), plain.batch_stats, wider.batch_stats
+  )
+  assert max(jax.tree.leaves(diff)) > 1e-4
+
+
+def test_remat_changes_memory_not_results():
+  config = tiny_config()
+  config.model.remat = True
+  remat, m_remat = run(config, jax.devices(), 2)
+  plain, m_plain = run(tiny_config(), jax.devices(), 2)
+  assert_trees_close(remat, plain, rtol=1e-5, atol=1e-7)
+  assert_trees_close(m_remat, m_plain, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
   'key,value,message',
   [
     ('batch_size', 12, 'does not divide over 8 devices'),
     ('eval_batch_size', 100, 'does not divide over 8 devices'),
     ('batch_size', 4096, 'larger than the 2000 training images'),
+    ('microbatches', 3, 'does not divide the 2 examples per device'),
+    ('steps_per_dispatch', 0, 'must be at least 1'),
   ],
 )
 def test_batch_that_does_not_fit_is_rejected(key, value, message):

@@ -151,6 +151,21 @@ def test_benchmark_prints_json():
   assert report['loop_images_per_sec'] > 0
   assert report['loop_with_checkpoints_images_per_sec'] > 0
   assert report['devices'] == 8 and report['platform'] == 'cpu'
+  assert report['compile_seconds'] > 0
+  # ResNet-8: 3 x 2 x its forward multiply-accumulates per image.
+  assert report['model_flops_per_image'] == 6 * 12_239_488
+  # CPUs have no listed peak and report no memory statistics.
+  assert report['mfu'] is None and report['peak_device_memory_bytes'] is None
+
+
+def test_mfu_is_achieved_over_peak_flops():
+  from resnet_jax import benchmark
+
+  config = load_config('configs/cifar10.py:resnet20')
+  u = benchmark.utilisation(config, 1000.0, peak_tflops=10.0)
+  flops = 6 * 40_551_040  # ResNet-20's forward MACs (tests/test_counts.py)
+  assert u['model_flops_per_image'] == flops
+  assert u['mfu'] == pytest.approx(flops * 1000 / (10e12 * 8))  # 8 devices
 
 
 def test_bn_recomputed_as_the_average_of_batch_statistics():
