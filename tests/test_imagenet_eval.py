@@ -1,9 +1,7 @@
 """ImageNet evaluation protocols on the bundled real JPEGs (issue 5): the
 centre crop, the paper's 10 crops and its multi-scale test average the
-right views and count every image once, in one process or several.
-
-A CIFAR-style ResNet-8 at 32x32 stands in for the ImageNet networks: the
-protocols do not depend on the network, and it compiles in seconds.
+right views and count every image once, in one process or several. The
+network is test_imagenet_input's ResNet-8 at 32x32.
 """
 
 import functools
@@ -20,32 +18,16 @@ from resnet_jax import imagenet_eval
 from resnet_jax import imagenet_ops
 from resnet_jax import steps
 from resnet_jax import train_lib
-from tests.helpers import load_config
 from tests.helpers import run_cli
-from tests.helpers import start_cli
 from tests.test_imagenet_input import FOLDER
-from tests.test_multihost import free_port
+from tests.test_imagenet_input import imagenet_train_config
+from tests.test_multihost import start_two_processes
 
 
 def small_config(root, **data):
-  config = load_config('configs/imagenet.py:resnet18')
-  config.model = load_config('configs/quickstart.py:resnet8').model
-  config.data.update(
-    dict(
-      image_folder=str(root),
-      num_classes=40,
-      image_size=32,
-      scale_range=(37, 69),  # 256..480 in proportion to 224
-      shuffle_buffer=64,
-      mean_images=40,
-      eval_scales=(32, 48),
-      **data,
-    )
-  )
-  config.train.update(
-    dict(unit='steps', length=2, batch_size=8, eval_batch_size=16)
-  )
-  config.train.update(log_every=1, eval_every=2, checkpoint_every=2)
+  config = imagenet_train_config(root, length=2)
+  config.data.update(data)
+  config.train.update(eval_every=2)
   return config
 
 
@@ -137,20 +119,9 @@ def test_evaluate_cli_two_processes_count_uneven_shards_once(tmp_path):
     '--config.train.eval_batch_size=4',
   ]
 
-  port = free_port()
-  two = [
-    start_cli(
-      '-m',
-      'resnet_jax.evaluate',
-      f'--workdir={workdir}',
-      *flags,
-      devices=2,
-      JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
-      JAX_NUM_PROCESSES='2',
-      JAX_PROCESS_ID=str(i),
-    )
-    for i in range(2)
-  ]
+  two = start_two_processes(
+    flags, workdir, command=('-m', 'resnet_jax.evaluate')
+  )
   outputs = [p.communicate(timeout=300) for p in two]
   for p, (_, stderr) in zip(two, outputs):
     assert p.returncode == 0, stderr[-3000:]

@@ -135,14 +135,18 @@ def test_non_jpeg_skipped_corrupt_jpeg_skipped(tmp_path, caplog):
 
 
 def imagenet_train_config(root, length=4):
-  """ResNet-18 at 64x64 on an image folder: small enough for a CPU test."""
+  """The ImageNet recipe and pipeline on an image folder at 32x32, with a
+  CIFAR-style ResNet-8 as the network: fast enough for a CPU test (the
+  pipeline does not depend on the network)."""
   config = load_config('configs/imagenet.py:resnet18')
+  config.model = load_config('configs/quickstart.py:resnet8').model
   config.data.update(
     dict(
       image_folder=str(root),
       num_classes=40,
-      image_size=64,
-      scale_range=(73, 137),  # 256..480 in proportion to 224
+      image_size=32,
+      scale_range=(37, 69),  # 256..480 in proportion to 224
+      eval_scales=(32, 48),
       shuffle_buffer=64,
       mean_images=40,
     )

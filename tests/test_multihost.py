@@ -27,13 +27,13 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def start_two_processes(flags, workdir):
-  """train.py as processes 0 and 1 of one jax.distributed job, two CPU
-  devices each, meeting on a free port of 127.0.0.1."""
+def start_two_processes(flags, workdir, command=('train.py',)):
+  """`command` (train.py) as processes 0 and 1 of one jax.distributed job,
+  two CPU devices each, meeting on a free port of 127.0.0.1."""
   port = free_port()
   return [
     start_cli(
-      'train.py',
+      *command,
       *flags,
       f'--workdir={workdir}',
       devices=2,
