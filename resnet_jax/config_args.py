@@ -4,6 +4,8 @@ The argument after the colon of `--config=configs/cifar10.py:ARG` names the
 network and the ablation axes; the config files turn it into their keys.
 """
 
+import importlib.util
+import os
 import re
 
 from ml_collections import config_dict
@@ -17,6 +19,8 @@ OPTIONS = {
   'stride': ('v1', 'v1.5'),
   'dtype': ('float32', 'bfloat16'),
 }
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 _NAME = re.compile(r'^(resnet|plain|resnext)(\d+)(?:_(\d+)x(\d+)d)?$')
 
 
@@ -100,3 +104,15 @@ def model_config(arg: str, family: str) -> config_dict.ConfigDict:
   # keeping them: less memory (larger batches, deeper nets), more compute.
   m.remat = False
   return m
+
+
+def load(path_and_arg: str) -> config_dict.ConfigDict:
+  """'configs/FILE.py:ARG' -> the ConfigDict that --config= would load
+  (paths relative to the repository)."""
+  path, _, arg = path_and_arg.partition(':')
+  spec = importlib.util.spec_from_file_location(
+    'config_file', os.path.join(REPO, path)
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()

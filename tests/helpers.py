@@ -1,6 +1,5 @@
 """Small helpers shared by the tests."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -8,19 +7,10 @@ import subprocess
 import sys
 import time
 
-from ml_collections import config_dict
+from resnet_jax.config_args import load as load_config  # noqa: F401
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = REPO / 'data' / 'cifar10-sample'
-
-
-def load_config(path_and_arg: str) -> config_dict.ConfigDict:
-  """Loads 'configs/cifar10.py:resnet20' as --config does (without locking)."""
-  path, _, arg = path_and_arg.partition(':')
-  spec = importlib.util.spec_from_file_location('config_file', REPO / path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
 
 
 def cli_env(devices: int | None = None, **extra) -> dict:

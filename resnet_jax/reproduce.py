@@ -1,0 +1,294 @@
+"""One command per experiment of the paper: its training runs, a ledger.
+
+  python -m resnet_jax.reproduce cifar_table6 --workdir=runs/table6
+  python -m resnet_jax.reproduce cifar_figure6 --workdir=runs/fig6 --seeds=3
+  python -m resnet_jax.reproduce cifar_figure6 --workdir=/tmp/f6 \
+      --steps_scale=0.01 --set=data.local_dir=data/cifar10-sample \
+      --set=data.validation_size=200 --set=data.eval_on=validation
+  python -m resnet_jax.reproduce imagenet_table3 --workdir=runs/t3 \
+      --set=data.image_folder=/data/imagenet --dry_run
+
+Each run trains in WORKDIR/RUN/seedK with the experiment's config and the
+--set overrides; a run with a result.json is finished and skipped, any
+other resumes from its checkpoints. --steps_scale shrinks every duration
+(length, learning-rate boundaries, warm-up, log/eval/checkpoint intervals)
+for a quick look. Then WORKDIR/ledger.csv and ledger.md list each run:
+parameters, the paper's error, ours (mean +- std over seeds), steps,
+wall-clock, device and commit. `--dry_run` prints the train.py commands.
+"""
+
+import ast
+import csv
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import flags
+import jax
+
+from resnet_jax import config_args
+from resnet_jax import errors
+from resnet_jax import experiments
+from resnet_jax import models
+from resnet_jax import summary
+from resnet_jax.errors import ConfigError
+
+FLAGS = flags.FLAGS
+
+
+def apply_overrides(config, overrides):
+  """KEY=VALUE strings onto the config, each value parsed as a Python
+  literal where it is one (numbers, tuples, booleans), else a string."""
+  for item in overrides:
+    key, sep, text = item.partition('=')
+    if not sep:
+      raise ConfigError(f'--set={item}: expected KEY=VALUE')
+    *parents, leaf = key.split('.')
+    node = config
+    for name in parents:
+      if name not in node:
+        raise ConfigError(f'--set={item}: unknown config key {key!r}')
+      node = node[name]
+    if leaf not in node:
+      raise ConfigError(f'--set={item}: unknown config key {key!r}')
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      raise ConfigError(f'--set={item}: {e}') from e
+  return config
+
+
+def scale_durations(config, scale: float):
+  """Every duration times `scale`, in the config's own unit (steps are
+  rounded and kept at least 1)."""
+  if not 0 < scale <= 1:
+    raise ConfigError(f'--steps_scale={scale} must be in (0, 1]')
+  if scale == 1:
+    return config
+  t, o = config.train, config.optim
+
+  def scaled(value):
+    v = value * scale
+    return max(1, round(v)) if t.unit == 'steps' else v
+
+  t.length = scaled(t.length)
+  for key in ('log_every', 'eval_every', 'checkpoint_every'):
+    t[key] = scaled(t[key])
+  o.lr_boundaries = tuple(scaled(b) for b in o.lr_boundaries)
+  if o.warmup_steps:
+    o.warmup_steps = scaled(o.warmup_steps)
+  return config
+
+
+def run_config(run: experiments.Run, seed: int, overrides, scale: float):
+  config = config_args.load(run.config)
+  apply_overrides(config, overrides)
+  scale_durations(config, scale)
+  config.train.seed = seed
+  return config
+
+
+def command(run, config, workdir: str) -> str:
+  """The train.py command line that trains this run: the config file and
+  every key whose value differs from the file's."""
+  base = _flat(config_args.load(run.config).to_dict())
+  changed = [
+    f'--config.{k}={v}'
+    for k, v in _flat(config.to_dict()).items()
+    if base.get(k) != v
+  ]
+  args = [f'--config={run.config}', *changed, f'--workdir={workdir}']
+  return ' '.join(['python train.py', *map(shlex.quote, args)])
+
+
+def _flat(tree, prefix=''):
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = ','.join(map(str, v)) if isinstance(v, tuple) else v
+  return out
+
+
+def _commit() -> str:
+  try:
+    return subprocess.run(
+      ['git', 'rev-parse', '--short', 'HEAD'],
+      cwd=config_args.REPO,
+      capture_output=True,
+      text=True,
+      check=True,
+    ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def train_run(run, seed: int, config, workdir: str) -> dict:
+  """Trains (or resumes) one run; writes and returns its result.json."""
+  from resnet_jax import train_lib
+
+  start = time.time()
+  result = train_lib.train_and_evaluate(config, workdir)
+  if config.data.name == 'imagenet2012':  # the paper's test: 10 crops
+    from resnet_jax import evaluate
+
+    config.data.eval_protocol = 'ten_crop'
+    result = evaluate.evaluate_workdir(config, workdir)
+  if 'top1_error' not in result:
+    raise ConfigError(
+      f'{run.name}: no evaluation result; set data.eval_on to a split'
+    )
+  record = dict(
+    run=run.name,
+    config=run.config,
+    seed=seed,
+    error=100 * result['top1_error'],
+    steps=result['step'],
+    wall_clock_s=time.time() - start,
+    device=jax.devices()[0].device_kind,
+    devices=jax.device_count(),
+    commit=_commit(),
+  )
+  with open(os.path.join(workdir, 'result.json'), 'w') as f:
+    json.dump(record, f, indent=1)
+  return record
+
+
+def ledger(experiment: experiments.Experiment, root: str, seeds: int) -> list:
+  """One row per run: its network, the paper's error and ours over the
+  seeds that have finished."""
+  rows = []
+  for run in experiment.runs:
+    done = []
+    for seed in range(seeds):
+      path = os.path.join(root, run.name, f'seed{seed}', 'result.json')
+      if os.path.exists(path):
+        with open(path) as f:
+          done.append(json.load(f))
+    config = config_args.load(run.config)
+    model = models.build(config.model, config.data.num_classes)
+    errors_ = [r['error'] for r in done]
+    rows.append(
+      dict(
+        model=run.name,
+        shortcut=config.model.shortcut or 'none (plain)',
+        params=summary.count(model, config.data.image_size)['params'],
+        paper_error=run.paper_error,
+        error_mean=statistics.fmean(errors_) if errors_ else None,
+        error_std=statistics.stdev(errors_) if len(errors_) > 1 else None,
+        seeds=len(done),
+        steps=done[0]['steps'] if done else None,
+        wall_clock_s=sum(r['wall_clock_s'] for r in done) if done else None,
+        device=done[0]['device'] if done else None,
+        commit=done[0]['commit'] if done else None,
+      )
+    )
+  return rows
+
+
+def markdown(rows) -> str:
+  head = (
+    '| model | shortcut | params | paper error % | our error % | seeds '
+    '| steps | wall-clock | device | commit |\n'
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |'
+  )
+  lines = [head]
+  for r in rows:
+    ours = '' if r['error_mean'] is None else f'{r["error_mean"]:.2f}'
+    if r['error_std'] is not None:
+      ours += f' +- {r["error_std"]:.2f}'
+    paper = '' if r['paper_error'] is None else f'{r["paper_error"]:.2f}'
+    wall = '' if r['wall_clock_s'] is None else f'{r["wall_clock_s"]:.0f} s'
+    lines.append(
+      f'| {r["model"]} | {r["shortcut"]} | {r["params"]:,} | {paper} '
+      f'| {ours} | {r["seeds"]} | {r["steps"] or ""} | {wall} '
+      f'| {r["device"] or ""} | {r["commit"] or ""} |'
+    )
+  return '\n'.join(lines) + '\n'
+
+
+def write_ledger(rows, root: str):
+  with open(os.path.join(root, 'ledger.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  with open(os.path.join(root, 'ledger.md'), 'w') as f:
+    f.write(markdown(rows))
+
+
+def plan_runs(experiment, root: str, seeds: int, overrides, scale: float):
+  """[(run, seed, config, workdir)]: every config built, and so checked,
+  before any run starts."""
+  return [
+    (
+      run,
+      seed,
+      run_config(run, seed, overrides, scale),
+      os.path.join(root, run.name, f'seed{seed}'),
+    )
+    for run in experiment.runs
+    for seed in range(seeds)
+  ]
+
+
+def run_plan(plan) -> list[str]:
+  """Trains the unfinished runs (resuming any with checkpoints); returns
+  the workdirs it trained."""
+  trained = []
+  for run, seed, config, workdir in plan:
+    if os.path.exists(os.path.join(workdir, 'result.json')):
+      print(f'{run.name} seed {seed}: finished, skipped', file=sys.stderr)
+      continue
+    print(f'{run.name} seed {seed}: training in {workdir}', file=sys.stderr)
+    train_run(run, seed, config, workdir)
+    trained.append(workdir)
+  return trained
+
+
+def main(argv):
+  if len(argv) != 2 or argv[1] not in experiments.EXPERIMENTS:
+    raise ConfigError(
+      'name one experiment: ' + ', '.join(experiments.EXPERIMENTS)
+    )
+  if not FLAGS.workdir:
+    raise ConfigError('--workdir=DIR is required')
+  if FLAGS.seeds < 1:
+    raise ConfigError(f'--seeds={FLAGS.seeds} must be at least 1')
+  experiment = experiments.EXPERIMENTS[argv[1]]
+  root = FLAGS.workdir
+  plan = plan_runs(experiment, root, FLAGS.seeds, FLAGS.set, FLAGS.steps_scale)
+  if FLAGS.dry_run:
+    for run, _, config, workdir in plan:
+      print(command(run, config, workdir))
+    return
+  run_plan(plan)
+  rows = ledger(experiment, root, FLAGS.seeds)
+  write_ledger(rows, root)
+  print(markdown(rows))
+
+
+def define_flags():
+  """Defined when run as a command only: the module is also a library."""
+  flags.DEFINE_string('workdir', None, 'Where the runs go.')
+  flags.DEFINE_integer('seeds', 1, 'Runs of each network: seeds 0..N-1.')
+  flags.DEFINE_float(
+    'steps_scale', 1.0, 'Multiplies every duration of the recipe (0 < s <= 1).'
+  )
+  flags.DEFINE_multi_string(
+    'set', [], 'KEY=VALUE override for every run, e.g. data.local_dir=DIR.'
+  )
+  flags.DEFINE_bool('dry_run', False, 'Print the commands only.')
+
+
+if __name__ == '__main__':
+  define_flags()
+  errors.run(main)

@@ -1,0 +1,98 @@
+"""resnet_jax.reproduce (issue 7): an experiment's runs, skipped when
+finished, the ledger over seeds, and the dry run's commands."""
+
+import csv
+import json
+
+import pytest
+
+from resnet_jax import experiments
+from resnet_jax import reproduce
+from resnet_jax.errors import ConfigError
+from tests.helpers import SAMPLE
+from tests.helpers import run_cli
+
+SAMPLE_SETS = [
+  f'data.local_dir={SAMPLE}',
+  'data.validation_size=200',
+  'data.eval_on=validation',
+  'train.batch_size=16',
+]
+TINY = experiments.Experiment(
+  'two tiny nets',
+  (
+    experiments.Run('plain8', 'configs/cifar10.py:plain8'),
+    experiments.Run('resnet8', 'configs/cifar10.py:resnet8', 9.99),
+  ),
+)
+
+
+def test_durations_scale_with_the_recipe():
+  config = reproduce.run_config(
+    experiments.EXPERIMENTS['cifar_table6'].runs[-1], 3, SAMPLE_SETS, 0.01
+  )
+  assert config.train.length == 640 and config.train.seed == 3
+  assert tuple(config.optim.lr_boundaries) == (320, 480)
+  assert config.optim.warmup_steps == 4  # ResNet-110's 400, scaled
+  assert config.train.log_every == 1 and config.train.eval_every == 40
+  assert config.data.validation_size == 200  # --set applied
+  with pytest.raises(ConfigError, match="unknown config key 'train.nope'"):
+    reproduce.run_config(TINY.runs[0], 0, ['train.nope=1'], 1.0)
+  with pytest.raises(ConfigError, match='must be in'):
+    reproduce.run_config(TINY.runs[0], 0, [], 0.0)
+
+
+def test_runs_seeds_skips_finished_and_writes_the_ledger(tmp_path):
+  sets = [*SAMPLE_SETS, 'train.length=6', 'train.eval_every=6']
+  plan = reproduce.plan_runs(TINY, str(tmp_path), 2, sets, 1.0)
+  assert len(reproduce.run_plan(plan)) == 4
+  assert reproduce.run_plan(plan) == []  # finished runs are skipped
+  results = {
+    (run.name, seed): json.loads(
+      (tmp_path / run.name / f'seed{seed}' / 'result.json').read_text()
+    )
+    for run in TINY.runs
+    for seed in (0, 1)
+  }
+  rows = reproduce.ledger(TINY, str(tmp_path), seeds=2)
+  assert [r['model'] for r in rows] == ['plain8', 'resnet8']
+  resnet = rows[1]
+  errors = [results['resnet8', s]['error'] for s in (0, 1)]
+  assert resnet['seeds'] == 2 and resnet['steps'] == 6
+  assert resnet['error_mean'] == pytest.approx(sum(errors) / 2)
+  assert resnet['paper_error'] == 9.99 and resnet['shortcut'] == 'A'
+  assert rows[0]['shortcut'] == 'none (plain)'
+  assert resnet['params'] == 75_290  # ResNet-8: 6n+2 with n = 1
+  reproduce.write_ledger(rows, str(tmp_path))
+  with open(tmp_path / 'ledger.csv') as f:
+    assert [r['model'] for r in csv.DictReader(f)] == ['plain8', 'resnet8']
+  table = (tmp_path / 'ledger.md').read_text()
+  assert '| resnet8 | A | 75,290 | 9.99 |' in table and ' +- ' in table
+
+
+def test_dry_run_prints_one_command_per_run_and_seed():
+  result = run_cli(
+    '-m',
+    'resnet_jax.reproduce',
+    'cifar_figure6',
+    '--workdir=/tmp/never_written',
+    '--seeds=2',
+    '--steps_scale=0.01',
+    *[f'--set={s}' for s in SAMPLE_SETS],
+    '--dry_run',
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stdout.strip().splitlines()
+  assert len(lines) == 2 * 9  # plain 20-56 and ResNet 20-110, two seeds
+  assert lines[0].startswith(
+    'python train.py --config=configs/cifar10.py:plain20'
+  )
+  assert '--config.train.length=640' in lines[0]
+  assert '--config.train.seed=1' in lines[1]
+  assert lines[1].endswith('--workdir=/tmp/never_written/plain20/seed1')
+
+
+def test_unknown_experiment_is_one_error():
+  result = run_cli('-m', 'resnet_jax.reproduce', 'table99', '--workdir=x')
+  assert result.returncode == 2
+  assert 'name one experiment: cifar_table6' in result.stderr
