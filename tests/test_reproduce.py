@@ -44,14 +44,14 @@ def test_durations_scale_with_the_recipe():
 
 def test_runs_seeds_skips_finished_and_writes_the_ledger(tmp_path):
   sets = [*SAMPLE_SETS, 'train.length=6', 'train.eval_every=6']
-  plan = reproduce.plan_runs(TINY, str(tmp_path), 2, sets, 1.0)
-  assert len(reproduce.run_plan(plan)) == 4
+  resnet_only = experiments.Experiment('resnet8', TINY.runs[1:])
+  plan = reproduce.plan_runs(resnet_only, str(tmp_path), 2, sets, 1.0)
+  assert len(reproduce.run_plan(plan)) == 2
   assert reproduce.run_plan(plan) == []  # finished runs are skipped
   results = {
-    (run.name, seed): json.loads(
-      (tmp_path / run.name / f'seed{seed}' / 'result.json').read_text()
+    ('resnet8', seed): json.loads(
+      (tmp_path / 'resnet8' / f'seed{seed}' / 'result.json').read_text()
     )
-    for run in TINY.runs
     for seed in (0, 1)
   }
   rows = reproduce.ledger(TINY, str(tmp_path), seeds=2)
@@ -61,7 +61,9 @@ def test_runs_seeds_skips_finished_and_writes_the_ledger(tmp_path):
   assert resnet['seeds'] == 2 and resnet['steps'] == 6
   assert resnet['error_mean'] == pytest.approx(sum(errors) / 2)
   assert resnet['paper_error'] == 9.99 and resnet['shortcut'] == 'A'
-  assert rows[0]['shortcut'] == 'none (plain)'
+  plain = rows[0]  # not trained: listed, without results
+  assert plain['shortcut'] == 'none (plain)' and plain['seeds'] == 0
+  assert plain['error_mean'] is None
   assert resnet['params'] == 75_290  # ResNet-8: 6n+2 with n = 1
   reproduce.write_ledger(rows, str(tmp_path))
   with open(tmp_path / 'ledger.csv') as f:
