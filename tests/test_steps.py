@@ -119,16 +119,6 @@ def test_per_device_bn_equals_mean_of_independent_shards():
   assert max(jax.tree.leaves(diff)) > 1e-5
 
 
-def test_several_steps_per_call_equal_one_per_call():
-  """train.steps_per_dispatch: a scan of 4 steps in one call gives the
-  state and metrics of 4 calls, bit for bit."""
-  one, m1 = run(tiny_config(), jax.devices(), 8)
-  four, m4 = run(tiny_config(), jax.devices(), 8, per_call=4)
-  assert int(four.step) == 8
-  jax.tree.map(np.testing.assert_array_equal, one, four)
-  jax.tree.map(np.testing.assert_array_equal, m1, m4)
-
-
 def test_microbatches_equal_as_many_more_devices():
   """Gradient accumulation over 2 slices on 4 devices is the step of 8
   devices with per-device BN: same gradients, statistics and metrics."""

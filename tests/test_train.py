@@ -52,6 +52,32 @@ def test_loss_falls_on_the_bundled_sample(tmp_path):
   assert all(np.isfinite(r['grad_norm']) for r in read_metrics(tmp_path))
 
 
+def untimed(records):
+  """Metrics records without their clock readings."""
+  return [
+    {k: v for k, v in r.items() if 'per_sec' not in k and k != 'time'}
+    for r in records
+  ]
+
+
+def test_several_steps_per_call_train_exactly_as_one_per_call(tmp_path):
+  """train.steps_per_dispatch=4: the loop runs 4-step calls between its
+  logs (every 4 steps) and 1-step calls around the evaluation at 6; the
+  logged metrics and the final state are those of one step per call, bit
+  for bit."""
+  runs = {}
+  for per_call in (1, 4):
+    config = tiny_config(length=12, eval_every=6, steps_per_dispatch=per_call)
+    result = train_lib.train_and_evaluate(config, str(tmp_path / str(per_call)))
+    records = read_metrics(tmp_path / str(per_call))
+    records += read_metrics(tmp_path / str(per_call), 'validation')
+    runs[per_call] = (result, records)
+  (r1, m1), (r4, m4) = runs[1], runs[4]
+  assert [r['step'] for r in m4] == [4, 8, 12, 6, 12]
+  assert untimed(m1) == untimed(m4)
+  assert r1['loss'] == r4['loss'] and r4['step'] == 12
+
+
 def test_evaluation_counts_every_example_once():
   config = tiny_config()
   config.data.validation_size = 201  # odd: 64-example batches, last padded
