@@ -34,6 +34,7 @@ from resnet_jax import config_args
 from resnet_jax import errors
 from resnet_jax import experiments
 from resnet_jax import models
+from resnet_jax import resume
 from resnet_jax import summary
 from resnet_jax.errors import ConfigError
 
@@ -99,24 +100,14 @@ def run_config(run: experiments.Run, seed: int, overrides, scale: float):
 def command(run, config, workdir: str) -> str:
   """The train.py command line that trains this run: the config file and
   every key whose value differs from the file's."""
-  base = _flat(config_args.load(run.config).to_dict())
+  base = resume.flatten(config_args.load(run.config).to_dict())
   changed = [
-    f'--config.{k}={v}'
-    for k, v in _flat(config.to_dict()).items()
+    f'--config.{k}={",".join(map(str, v)) if isinstance(v, tuple) else v}'
+    for k, v in resume.flatten(config.to_dict()).items()
     if base.get(k) != v
   ]
   args = [f'--config={run.config}', *changed, f'--workdir={workdir}']
   return ' '.join(['python train.py', *map(shlex.quote, args)])
-
-
-def _flat(tree, prefix=''):
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = ','.join(map(str, v)) if isinstance(v, tuple) else v
-  return out
 
 
 def _commit() -> str:

@@ -33,11 +33,12 @@ SAFE_TO_CHANGE = frozenset(
 )
 
 
-def _flatten(tree, prefix=''):
+def flatten(tree, prefix=''):
+  """A nested dict -> {'a.b': value}, lists as tuples."""
   flat = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
+      flat.update(flatten(value, f'{prefix}{key}.'))
     else:
       flat[f'{prefix}{key}'] = (
         tuple(value) if isinstance(value, list) else value
@@ -52,13 +53,13 @@ def check_compatible(workdir: str, config) -> None:
     return
   try:
     with open(path) as f:
-      saved = _flatten(json.load(f))
+      saved = flatten(json.load(f))
   except (OSError, ValueError) as e:
     raise ConfigError(
       f'{path} is unreadable ({e}); move it away to start '
       'afresh or restore it to resume'
     ) from e
-  now = _flatten(json.loads(config.to_json_best_effort()))
+  now = flatten(json.loads(config.to_json_best_effort()))
   changed = sorted(
     k
     for k in saved.keys() | now.keys()
