@@ -198,10 +198,7 @@ def eval_dataset(
   tf = tensorflow_cpu()
   from resnet_jax import imagenet_ops
 
-  if protocol not in PROTOCOLS:
-    raise ConfigError(
-      f'evaluation protocol {protocol!r} is not one of {", ".join(PROTOCOLS)}'
-    )
+  check_protocol(protocol)
   ds, _, _ = source(data_cfg, split)
   ds = ds.shard(_process_count(), _process_index())
   read = read_jpeg(tf, data_cfg)
@@ -244,6 +241,13 @@ def eval_dataset(
     )
 
   return ds.map(pad).prefetch(tf.data.AUTOTUNE)
+
+
+def check_protocol(protocol: str):
+  if protocol not in PROTOCOLS:
+    raise ConfigError(
+      f'data.eval_protocol={protocol!r} is not one of {", ".join(PROTOCOLS)}'
+    )
 
 
 def shard_size(num_examples: int) -> int:

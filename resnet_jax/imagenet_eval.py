@@ -61,11 +61,7 @@ class Evaluator:
         f'eval batch size {batch_size} does not divide over '
         f'{jax.process_count()} process(es) of {self.mesh.size} devices'
       )
-    if protocol not in imagenet_data.PROTOCOLS:
-      raise ConfigError(
-        f'data.eval_protocol={protocol!r} is not one of '
-        f'{", ".join(imagenet_data.PROTOCOLS)}'
-      )
+    imagenet_data.check_protocol(protocol)
     if protocol == 'multiscale' and not data_cfg.eval_scales:
       raise ConfigError('multi-scale evaluation needs data.eval_scales')
     self._data, self._split = data_cfg, split

@@ -153,11 +153,7 @@ def _check_data_config(d):
   """The ImageNet data keys whose values can be wrong on their own."""
   if d.eval_on not in ('val', 'none'):
     raise ConfigError(f'data.eval_on={d.eval_on!r} is not one of val, none')
-  if d.eval_protocol not in imagenet_data.PROTOCOLS:
-    raise ConfigError(
-      f'data.eval_protocol={d.eval_protocol!r} is not one of '
-      f'{", ".join(imagenet_data.PROTOCOLS)}'
-    )
+  imagenet_data.check_protocol(d.eval_protocol)
   if d.train_crop not in ('scale', 'inception'):
     raise ConfigError(
       f'data.train_crop={d.train_crop!r} is not one of scale, inception'
