@@ -36,6 +36,11 @@ from resnet_jax import summary  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
 _STEPS = flags.DEFINE_integer('steps', 50, 'Timed steps for each figure.')
 _WARMUP = flags.DEFINE_integer('warmup', 5, 'Untimed steps (compilation).')
+_SYNTHETIC = flags.DEFINE_bool(
+  'synthetic',
+  False,
+  'Our step on one random batch, no dataset read (machines without TF).',
+)
 _COMPILE = flags.DEFINE_enum(
   'torch_compile',
   'both',
@@ -53,7 +58,9 @@ def main(argv):
   m = config.model
   if m.block != 'standard' or not m.residual or m.cardinality != 1:
     raise errors.ConfigError('the PyTorch reference has standard ResNets only')
-  ours = benchmark.step_report(config, _STEPS.value, _WARMUP.value)
+  ours = benchmark.step_report(
+    config, _STEPS.value, _WARMUP.value, _SYNTHETIC.value
+  )
 
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   reference = torch_resnet.build(m.family, m.depth, config.data.num_classes)
@@ -104,6 +111,7 @@ def main(argv):
         batch_size=config.train.batch_size,
         dtype=m.dtype,
         steps_per_dispatch=config.train.steps_per_dispatch,
+        synthetic=_SYNTHETIC.value,
         device_kind=jax_device.device_kind,
         torch_device=str(device),
         jax=jax.__version__,

@@ -25,17 +25,22 @@ import jax
 from ml_collections import config_flags
 
 from resnet_jax import errors
+from resnet_jax import inputs
 from resnet_jax import train_lib
 
 FLAGS = flags.FLAGS
 
 
-def step_report(config, num_steps: int, warmup: int) -> dict:
+def step_report(
+  config, num_steps: int, warmup: int, synthetic: bool = False
+) -> dict:
   """The compiled step alone on data already on the device (CIFAR: the
-  resident dataset; ImageNet: one host batch, fed again and again):
-  images/s, and the seconds the first call took beyond a steady one
-  (compilation)."""
-  exp = train_lib.setup(config)
+  resident dataset; ImageNet: one host batch, fed again and again;
+  `synthetic`: one random batch, no data read at all): images/s, and the
+  seconds the first call took beyond a steady one (compilation)."""
+  exp = train_lib.setup(
+    config, data=inputs.Synthetic(config) if synthetic else None
+  )
   state = train_lib.initial_state(exp)
   train_fn = exp.input.train_fn(
     exp.mesh,
@@ -203,15 +208,20 @@ def main(argv):
     report.update(date=datetime.date.today().isoformat(), host=platform.node())
     print(json.dumps(report))
     return
-  report = step_report(config, FLAGS.steps, FLAGS.warmup)
+  report = step_report(config, FLAGS.steps, FLAGS.warmup, FLAGS.synthetic)
   step = report['step_images_per_sec']
-  loop = loop_images_per_sec(config, FLAGS.steps, FLAGS.warmup)
+  # Synthetic data has no loop to time: the loop reads the real input.
+  loop = (
+    None
+    if FLAGS.synthetic
+    else loop_images_per_sec(config, FLAGS.steps, FLAGS.warmup)
+  )
   report.update(
     loop_images_per_sec=loop,
-    loop_over_step=round(loop / step, 4),
+    loop_over_step=round(loop / step, 4) if loop else None,
     **utilisation(config, step, FLAGS.peak_tflops),
   )
-  if FLAGS.checkpoint_every:
+  if FLAGS.checkpoint_every and loop:
     saving = loop_images_per_sec(
       config, FLAGS.steps, FLAGS.warmup, FLAGS.checkpoint_every
     )
@@ -222,6 +232,8 @@ def main(argv):
     )
   device = jax.devices()[0]
   report.update(
+    synthetic=FLAGS.synthetic,
+    model=f'{config.model.family} {config.model.depth}',
     dtype=config.model.dtype,
     steps_per_dispatch=config.train.steps_per_dispatch,
     microbatches=config.train.microbatches,
@@ -255,6 +267,12 @@ def define_flags():
     False,
     'Time the host input pipeline alone: images/s per CPU core for the '
     'training augmentation and each evaluation protocol.',
+  )
+  flags.DEFINE_bool(
+    'synthetic',
+    False,
+    'Time the step alone on one random batch (no dataset, no TensorFlow: '
+    'the lent GPUs); the loop figure is then left out.',
   )
   flags.DEFINE_integer('images', 2000, 'Timed images per figure.')
   flags.DEFINE_float(

@@ -149,6 +149,57 @@ class Streaming:
     return self._evaluator(state)
 
 
+class Synthetic:
+  """Random uint8 images and labels, made once and fed again and again: the
+  compiled step with no input pipeline at all, for benchmarks on machines
+  without TensorFlow (the lent GPUs) or the data. No evaluation."""
+
+  # Training-set sizes, so that durations in epochs convert as with the
+  # real data.
+  NUM_TRAIN = {'cifar10': 50_000, 'cifar100': 50_000, 'imagenet2012': 1_281_167}
+
+  def __init__(self, config):
+    self._config = config
+    if config.data.name not in self.NUM_TRAIN:
+      raise ConfigError(
+        f'data.name={config.data.name!r} is not one of '
+        + ', '.join(self.NUM_TRAIN)
+      )
+    self.num_train = self.NUM_TRAIN[config.data.name]
+    self.eval_name = 'none'
+
+  def pixel_mean(self) -> np.ndarray:
+    size = self._config.data.image_size
+    return np.full((size, size, 3), 127.5, np.float32)
+
+  def train_fn(
+    self, mesh, *, model, tx, lr_fn, start_step: int, bare: bool = False
+  ):
+    del start_step, bare  # the same batch at every step
+    t, d = self._config.train, self._config.data
+    rng = np.random.default_rng(t.seed + jax.process_index())
+    rows = t.batch_size // jax.process_count()
+    batch = steps.shard_batch(
+      mesh,
+      (
+        rng.integers(0, 256, (rows, d.image_size, d.image_size, 3), np.uint8),
+        rng.integers(0, d.num_classes, rows, np.int32),
+      ),
+    )
+    step = steps.sharded_batch_train_step(
+      mesh,
+      model=model,
+      tx=tx,
+      lr_fn=lr_fn,
+      seed=t.seed,
+      microbatches=t.microbatches,
+    )
+    return lambda state, num_steps=1: step(state, *batch)
+
+  def evaluate(self, state, *, mesh, model) -> None:
+    del state, mesh, model
+
+
 def _check_data_config(d):
   """The ImageNet data keys whose values can be wrong on their own."""
   if d.eval_on not in ('val', 'none'):

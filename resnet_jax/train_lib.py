@@ -46,8 +46,9 @@ class Experiment:
     return optim.to_steps(value, self.config.train.unit, self.steps_per_epoch)
 
 
-def setup(config, devices=None) -> Experiment:
-  """Checks the config and loads the data; raises ConfigError on bad input."""
+def setup(config, devices=None, data=None) -> Experiment:
+  """Checks the config and loads the data (or takes `data`, an input such
+  as inputs.Synthetic); raises ConfigError on bad input."""
   t = config.train
   mesh = steps.make_mesh(devices)
   if t.batch_size <= 0 or t.batch_size % mesh.size:
@@ -63,7 +64,7 @@ def setup(config, devices=None) -> Experiment:
   model = models.build(config.model, config.data.num_classes)
   if config.train.bn_sync:
     model = model.clone(bn_axis_name=steps.AXIS)
-  data = inputs.for_config(config)
+  data = data or inputs.for_config(config)
   steps_per_epoch = data.num_train // t.batch_size
   if steps_per_epoch == 0:
     raise ConfigError(

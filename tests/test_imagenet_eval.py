@@ -158,3 +158,29 @@ def test_benchmark_times_the_streaming_loop_and_bare_step():
   config.train.update(unit='epochs', length=90, log_every=0.02)
   assert benchmark.step_report(config, 2, 1)['step_images_per_sec'] > 0
   assert benchmark.loop_images_per_sec(config, 4, 1) > 0
+
+
+def test_synthetic_benchmark_reads_no_data(tmp_path):
+  """--synthetic (the lent GPUs have no TensorFlow): the step on a random
+  batch, with a data folder that does not exist; it is the real step, so
+  the loss on that one batch goes down."""
+  from resnet_jax import benchmark
+  from resnet_jax import inputs
+
+  config = small_config(str(tmp_path / 'missing'), eval_on='none')
+  config.optim.lr = 0.01
+  assert (
+    benchmark.step_report(config, 2, 1, synthetic=True)['step_images_per_sec']
+    > 0
+  )
+  exp = train_lib.setup(config, data=inputs.Synthetic(config))
+  assert exp.steps_per_epoch == 1_281_167 // config.train.batch_size
+  step = exp.input.train_fn(
+    exp.mesh, model=exp.model, tx=exp.tx, lr_fn=exp.lr_fn, start_step=0
+  )
+  state = train_lib.initial_state(exp)
+  losses = []
+  for _ in range(4):
+    state, metrics = step(state)
+    losses.append(float(metrics['loss']))
+  assert losses[-1] < losses[0]
