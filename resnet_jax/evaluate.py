@@ -38,15 +38,6 @@ from resnet_jax import steps
 from resnet_jax import train_lib
 from resnet_jax.errors import ConfigError
 
-_WORKDIR = flags.DEFINE_string('workdir', None, "A training run's workdir.")
-_RECOMPUTE_BN = flags.DEFINE_integer(
-  'recompute_bn_batches',
-  0,
-  'Re-estimate BN statistics as the average over this many training '
-  'batches before testing (needs the training data); 0 keeps the moving '
-  'averages.',
-)
-
 
 def saved_config(workdir: str) -> config_dict.ConfigDict:
   """DIR/config.json as a ConfigDict. Keys saved as null are the config
@@ -139,7 +130,7 @@ def evaluate_workdir(
   else:
     split, _ = cifar_data.load_eval(config.data)
     shape = mean_shape = split.images.shape[1:]
-  state = _restore(config, workdir, model, shape, mean_shape, mesh)
+  state = restore(config, workdir, model, shape, mean_shape, mesh)
   if imagenet:  # each process evaluates on its own devices
     state = imagenet_eval.localise(evaluator.mesh, state)
   if recompute_bn_batches:
@@ -158,7 +149,7 @@ def evaluate_workdir(
   return result
 
 
-def _restore(config, workdir, model, shape, mean_shape, mesh):
+def restore(config, workdir, model, shape, mean_shape, mesh):
   """The newest readable checkpoint of `workdir`, or a ConfigError."""
   params = jax.eval_shape(
     model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *shape), 'float32')
@@ -181,7 +172,9 @@ def main(argv):
     raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = flags.FLAGS.config
   train_lib.initialize_distributed()
-  result = evaluate_workdir(config, _WORKDIR.value, _RECOMPUTE_BN.value)
+  result = evaluate_workdir(
+    config, flags.FLAGS.workdir, flags.FLAGS.recompute_bn_batches
+  )
   print(json.dumps(result, sort_keys=True))
 
 
@@ -203,4 +196,13 @@ if __name__ == '__main__':
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   config_flags.DEFINE_config_dict('config', base, 'Overrides of config.json.')
+  # Defined here, not at import: other commands import this module.
+  flags.DEFINE_string('workdir', None, "A training run's workdir.")
+  flags.DEFINE_integer(
+    'recompute_bn_batches',
+    0,
+    'Re-estimate BN statistics as the average over this many training '
+    'batches before testing (needs the training data); 0 keeps the moving '
+    'averages.',
+  )
   errors.run(main)

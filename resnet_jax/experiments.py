@@ -19,7 +19,8 @@ class Run:
 class Experiment:
   description: str
   runs: tuple[Run, ...]
-  plot: str | None = None  # 'curves' (Figure 6) or 'responses' (Figure 7)
+  # 'curves' (Figure 6's style) and 'responses' (Figure 7's: needs CIFAR).
+  plots: tuple[str, ...] = ('curves',)
 
 
 def _cifar(name, error=None):
@@ -40,7 +41,6 @@ EXPERIMENTS = {
   'cifar_table6': Experiment(
     'CIFAR-10 ResNets of Table 6 (option A), 20 to 110 layers',
     tuple(_cifar(f'resnet{d}', TABLE6[d]) for d in (20, 32, 44, 56, 110)),
-    plot='curves',
   ),
   'cifar_table6_1202': Experiment(
     "Table 6's ResNet-1202",
@@ -50,13 +50,13 @@ EXPERIMENTS = {
     'Figure 6: plain nets (20-56) against ResNets (20-110) on CIFAR-10',
     tuple(_cifar(f'plain{d}') for d in _PLAIN_DEPTHS)
     + tuple(_cifar(f'resnet{d}', TABLE6[d]) for d in (20, 32, 44, 56, 110)),
-    plot='curves',
+    plots=('curves', 'responses'),
   ),
   'cifar_figure7': Experiment(
     "Figure 7: std of each layer's responses, plain and residual 20/56/110",
     tuple(_cifar(f'plain{d}') for d in (20, 56))
     + tuple(_cifar(f'resnet{d}', TABLE6[d]) for d in (20, 56, 110)),
-    plot='responses',
+    plots=('curves', 'responses'),
   ),
   'cifar_shortcuts': Experiment(
     'Shortcut options A/B/C on CIFAR-10 ResNet-20/56/110',
@@ -69,7 +69,6 @@ EXPERIMENTS = {
       for d in (20, 56, 110)
       for s in 'ABC'
     ),
-    plot='curves',
   ),
   'imagenet_table2': Experiment(
     'Table 2: plain against residual (A) 18 and 34 layers, ImageNet',
@@ -79,7 +78,6 @@ EXPERIMENTS = {
       _imagenet('resnet18,shortcut=A', 27.88),
       _imagenet('resnet34,shortcut=A', 25.03),
     ),
-    plot='curves',
   ),
   'imagenet_table3': Experiment(
     'Table 3: shortcuts A/B/C on ResNet-34, and ResNet-50/101/152 (B)',
@@ -91,6 +89,5 @@ EXPERIMENTS = {
       _imagenet('resnet101', 21.75),
       _imagenet('resnet152', 21.43),
     ),
-    plot='curves',
   ),
 }

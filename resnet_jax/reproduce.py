@@ -1,4 +1,5 @@
-"""One command per experiment of the paper: its training runs, a ledger.
+"""One command per experiment of the paper: its training runs, a ledger,
+the plots.
 
   python -m resnet_jax.reproduce cifar_table6 --workdir=runs/table6
   python -m resnet_jax.reproduce cifar_figure6 --workdir=runs/fig6 --seeds=3
@@ -14,11 +15,18 @@ other resumes from its checkpoints. --steps_scale shrinks every duration
 (length, learning-rate boundaries, warm-up, log/eval/checkpoint intervals)
 for a quick look. Then WORKDIR/ledger.csv and ledger.md list each run:
 parameters, the paper's error, ours (mean +- std over seeds), steps,
-wall-clock, device and commit. `--dry_run` prints the train.py commands.
+wall-clock, device and commit; WORKDIR/curves.png plots the training and
+test error curves (Figure 6's style) and, for cifar_figure6/7,
+WORKDIR/responses.png the std of each layer's response (Figure 7; each
+run's seed 0, saved in its responses.json). WORKDIR/experiment.json
+records the command; `python -m resnet_jax.results` turns such folders
+into the README's results section. `--runs=a,b` trains only those runs
+of the experiment; `--dry_run` prints the train.py commands.
 """
 
 import ast
 import csv
+import dataclasses
 import json
 import os
 import shlex
@@ -34,6 +42,8 @@ from resnet_jax import config_args
 from resnet_jax import errors
 from resnet_jax import experiments
 from resnet_jax import models
+from resnet_jax import plots
+from resnet_jax import responses
 from resnet_jax import resume
 from resnet_jax import summary
 from resnet_jax.errors import ConfigError
@@ -216,6 +226,23 @@ def write_ledger(rows, root: str):
     f.write(markdown(rows))
 
 
+def select(experiment, names):
+  """The experiment with only the named runs (all when `names` is empty),
+  in the experiment's order."""
+  if not names:
+    return experiment
+  known = [run.name for run in experiment.runs]
+  unknown = sorted(set(names) - set(known))
+  if unknown:
+    raise ConfigError(
+      f'--runs: {", ".join(unknown)} not in this experiment; its runs: '
+      + ', '.join(known)
+    )
+  return dataclasses.replace(
+    experiment, runs=tuple(r for r in experiment.runs if r.name in names)
+  )
+
+
 def plan_runs(experiment, root: str, seeds: int, overrides, scale: float):
   """[(run, seed, config, workdir)]: every config built, and so checked,
   before any run starts."""
@@ -245,6 +272,35 @@ def run_plan(plan) -> list[str]:
   return trained
 
 
+def finish(experiment, root: str, seeds: int) -> list[dict]:
+  """After the runs: each finished CIFAR run's layer responses where the
+  experiment plots them (seed 0, once), the ledger, and the plots in
+  ROOT (curves.png, responses.png)."""
+  if 'responses' in experiment.plots:
+    for run in experiment.runs:
+      workdir = os.path.join(root, run.name, 'seed0')
+      finished = os.path.exists(os.path.join(workdir, 'result.json'))
+      if finished and not os.path.exists(os.path.join(workdir, responses.FILE)):
+        responses.workdir_responses(workdir)
+  rows = ledger(experiment, root, seeds)
+  write_ledger(rows, root)
+  for kind in experiment.plots:
+    draw = getattr(plots, kind)  # plots.curves, plots.responses
+    draw(experiment, root, seeds, os.path.join(root, f'{kind}.png'))
+  return rows
+
+
+def reproduce_command(name: str, root: str) -> str:
+  """This command line, as the flags have it (for experiment.json)."""
+  args = [name, f'--workdir={root}', f'--seeds={FLAGS.seeds}']
+  if FLAGS.steps_scale != 1:
+    args.append(f'--steps_scale={FLAGS.steps_scale:g}')
+  args += [f'--set={item}' for item in FLAGS.set]
+  if FLAGS.runs:
+    args.append(f'--runs={",".join(FLAGS.runs)}')
+  return ' '.join(['python -m resnet_jax.reproduce', *map(shlex.quote, args)])
+
+
 def main(argv):
   if len(argv) != 2 or argv[1] not in experiments.EXPERIMENTS:
     raise ConfigError(
@@ -254,17 +310,29 @@ def main(argv):
     raise ConfigError('--workdir=DIR is required')
   if FLAGS.seeds < 1:
     raise ConfigError(f'--seeds={FLAGS.seeds} must be at least 1')
-  experiment = experiments.EXPERIMENTS[argv[1]]
+  experiment = select(experiments.EXPERIMENTS[argv[1]], FLAGS.runs)
   root = FLAGS.workdir
   plan = plan_runs(experiment, root, FLAGS.seeds, FLAGS.set, FLAGS.steps_scale)
   if FLAGS.dry_run:
     for run, _, config, workdir in plan:
       print(command(run, config, workdir))
     return
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, 'experiment.json'), 'w') as f:
+    json.dump(
+      dict(
+        experiment=argv[1],
+        description=experiment.description,
+        command=reproduce_command(argv[1], root),
+        runs=[run.name for run in experiment.runs],
+        seeds=FLAGS.seeds,
+        steps_scale=FLAGS.steps_scale,
+      ),
+      f,
+      indent=1,
+    )
   run_plan(plan)
-  rows = ledger(experiment, root, FLAGS.seeds)
-  write_ledger(rows, root)
-  print(markdown(rows))
+  print(markdown(finish(experiment, root, FLAGS.seeds)))
 
 
 def define_flags():
@@ -276,6 +344,9 @@ def define_flags():
   )
   flags.DEFINE_multi_string(
     'set', [], 'KEY=VALUE override for every run, e.g. data.local_dir=DIR.'
+  )
+  flags.DEFINE_list(
+    'runs', [], 'Only these runs of the experiment, e.g. plain20,resnet20.'
   )
   flags.DEFINE_bool('dry_run', False, 'Print the commands only.')
 

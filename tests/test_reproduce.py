@@ -2,6 +2,7 @@
 finished, the ledger over seeds, and the dry run's commands."""
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -70,6 +71,17 @@ def test_runs_seeds_skips_finished_and_writes_the_ledger(tmp_path):
     assert [r['model'] for r in csv.DictReader(f)] == ['plain8', 'resnet8']
   table = (tmp_path / 'ledger.md').read_text()
   assert '| resnet8 | A | 75,290 | 9.99 |' in table and ' +- ' in table
+  # The plots, and Figure 7's responses of the finished run (seed 0).
+  with_plots = dataclasses.replace(TINY, plots=('curves', 'responses'))
+  reproduce.finish(with_plots, str(tmp_path), seeds=2)
+  for plot in ('curves.png', 'responses.png'):
+    assert (tmp_path / plot).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  found = json.loads(
+    (tmp_path / 'resnet8' / 'seed0' / 'responses.json').read_text()
+  )
+  assert found['step'] == 6 and found['split'] == 'validation'
+  assert len(found['std']) == 6 and found['residual']  # 3 blocks x 2 convs
+  assert not (tmp_path / 'plain8').exists()  # never trained: no responses
 
 
 def test_dry_run_prints_one_command_per_run_and_seed():
@@ -98,3 +110,12 @@ def test_unknown_experiment_is_one_error():
   result = run_cli('-m', 'resnet_jax.reproduce', 'table99', '--workdir=x')
   assert result.returncode == 2
   assert 'name one experiment: cifar_table6' in result.stderr
+
+
+def test_runs_flag_selects_runs_and_rejects_unknown_names():
+  figure6 = experiments.EXPERIMENTS['cifar_figure6']
+  picked = reproduce.select(figure6, ['resnet56', 'plain20'])
+  assert [r.name for r in picked.runs] == ['plain20', 'resnet56']
+  assert reproduce.select(figure6, []) is figure6
+  with pytest.raises(ConfigError, match='plain21 not in this experiment'):
+    reproduce.select(figure6, ['plain21'])

@@ -1,0 +1,111 @@
+"""Figure 7 of the paper: the standard deviation of each 3x3 layer's
+response, for a trained CIFAR run.
+
+  python -m resnet_jax.responses --workdir=RUN  # writes RUN/responses.json
+
+A response is the output of a 3x3 layer after its BN and before the ReLU
+or the addition (section 4.2), at the run's latest checkpoint, in
+inference mode (BN with its moving averages), on up to --images images of
+the run's evaluation split. Its std is taken per channel over images and
+positions and averaged over the channels, so that BN's learned per-channel
+shift does not count as spread. Layers are the blocks' 3x3 convolutions
+in network order (the stem's is left out, as the paper's Figure 7 counts
+the stacked layers); a ResNet-20 has 18, a ResNet-56 54.
+"""
+
+import json
+import os
+
+from absl import flags
+import jax
+import numpy as np
+
+from resnet_jax import cifar_data
+from resnet_jax import errors
+from resnet_jax import evaluate
+from resnet_jax import models
+from resnet_jax import steps
+from resnet_jax.errors import ConfigError
+
+FILE = 'responses.json'
+FLAGS = flags.FLAGS
+
+
+def layer_stds(model, variables, images, batch_size: int = 100) -> np.ndarray:
+  """std of each layer's response (see the module's docstring) over
+  `images` (already normalised), in network order."""
+  apply = jax.jit(
+    lambda v, x: [
+      r for _, block in models.block_responses(model, v, x) for r in block
+    ]
+  )
+  totals = None  # per layer: [count, per-channel sum, sum of squares]
+  for start in range(0, len(images), batch_size):
+    layers = jax.device_get(
+      apply(variables, images[start : start + batch_size])
+    )
+    batch = [
+      [
+        np.prod(r.shape[:3]),
+        np.asarray(r, np.float64).sum((0, 1, 2)),
+        np.square(np.asarray(r, np.float64)).sum((0, 1, 2)),
+      ]
+      for r in layers
+    ]
+    totals = (
+      batch
+      if totals is None
+      else [[a + b for a, b in zip(t, u)] for t, u in zip(totals, batch)]
+    )
+  stds = []
+  for count, total, squares in totals:
+    mean = total / count
+    variance = np.maximum(squares / count - np.square(mean), 0.0)
+    stds.append(float(np.sqrt(variance).mean()))
+  return np.array(stds)
+
+
+def workdir_responses(workdir: str, max_images: int = 500) -> dict:
+  """The layer stds of a CIFAR run's latest checkpoint; also written to
+  WORKDIR/responses.json."""
+  config = evaluate.saved_config(workdir)
+  if config.data.name not in cifar_data.LABEL_BYTES:
+    raise ConfigError(
+      f'{workdir}: responses are computed for CIFAR runs (Figure 7), not '
+      f'{config.data.name}'
+    )
+  if max_images <= 0:
+    raise ConfigError(f'--images={max_images} must be positive')
+  split, split_name = cifar_data.load_eval(config.data)
+  model = models.build(config.model, config.data.num_classes)
+  shape = split.images.shape[1:]
+  state = evaluate.restore(
+    config, workdir, model, shape, shape, steps.make_mesh()
+  )
+  state = jax.device_get(state)
+  images = split.images[:max_images].astype(np.float32) - state.pixel_mean
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  result = dict(
+    step=int(state.step),
+    split=split_name,
+    images=len(images),
+    residual=bool(config.model.residual),
+    depth=int(config.model.depth),
+    std=[round(v, 6) for v in layer_stds(model, variables, images)],
+  )
+  with open(os.path.join(workdir, FILE), 'w') as f:
+    json.dump(result, f)
+  return result
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
+  print(json.dumps(workdir_responses(FLAGS.workdir, FLAGS.images)))
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('workdir', None, "A CIFAR training run's workdir.")
+  flags.DEFINE_integer('images', 500, 'Evaluation images to use.')
+  flags.mark_flag_as_required('workdir')
+  errors.run(main)
