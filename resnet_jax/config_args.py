@@ -100,6 +100,10 @@ def model_config(arg: str, family: str) -> config_dict.ConfigDict:
   m.bn_momentum = 0.9  # Flax convention: PyTorch's momentum=0.1
   m.bn_epsilon = 1e-5
   m.dtype = options.get('dtype', 'float32')  # compute dtype: or 'bfloat16'
+  # Per-channel divisor of the mean-subtracted pixels. 1: the paper (mean
+  # subtraction only); torchvision weights (resnet_jax.convert): 255 x
+  # ImageNet's std, so that they are used exactly as trained.
+  m.input_scale = (1.0, 1.0, 1.0)
   # Recompute each block's activations in the backward pass instead of
   # keeping them: less memory (larger batches, deeper nets), more compute.
   m.remat = False

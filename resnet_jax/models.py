@@ -75,6 +75,7 @@ class ResNet(nn.Module):
   bn_axis_name: str | None = None  # set to the mesh axis to sync BN stats
   dtype: Any = jnp.float32  # compute dtype; params and BN stats stay f32
   remat: bool = False  # recompute block activations in the backward pass
+  input_scale: tuple = (1.0, 1.0, 1.0)  # per-channel divisor of the input
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -97,6 +98,8 @@ class ResNet(nn.Module):
       blocks.PreActBasicBlock,
       blocks.PreActBottleneckBlock,
     )
+    if tuple(self.input_scale) != (1.0, 1.0, 1.0):  # none: the paper
+      x = x / jnp.asarray(self.input_scale, x.dtype)
     x = x.astype(self.dtype)
     if self.stem == 'cifar':
       x = conv(self.stem_width, (3, 3), name='conv_init')(x)
@@ -221,6 +224,10 @@ def build(model_cfg, num_classes: int) -> ResNet:
       f'model.shortcut={m.shortcut!r} on a plain net: plain '
       'nets have no shortcut (leave it None)'
     )
+  if len(m.input_scale) != 3 or min(m.input_scale) <= 0:
+    raise ConfigError(
+      f'model.input_scale={m.input_scale} must be 3 positive numbers'
+    )
   if m.cardinality < 1 or m.base_width < 1:
     raise ConfigError('model.cardinality and model.base_width must be >= 1')
   preact = m.block == 'preact'
@@ -259,6 +266,7 @@ def build(model_cfg, num_classes: int) -> ResNet:
     bn_epsilon=m.bn_epsilon,
     dtype=DTYPES[m.dtype],
     remat=m.remat,
+    input_scale=tuple(float(v) for v in m.input_scale),
   )
   return ResNet(**kwargs)
 

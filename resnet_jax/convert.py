@@ -1,0 +1,129 @@
+"""torchvision checkpoints in and out of our workdirs.
+
+  python -m resnet_jax.convert --torch_checkpoint=resnet50-11ad3fa6.pth \
+      --config=configs/imagenet.py:resnet50,stride=v1.5 --workdir=DIR
+  python -m resnet_jax.convert --workdir=DIR --export=resnet50.safetensors
+
+Import writes DIR/config.json (with torchvision's input normalisation:
+data.mean='channel' and model.input_scale, see torch_convert) and an
+Orbax checkpoint at step 0 that resnet_jax.evaluate reads. Export
+writes the latest checkpoint of DIR in torchvision's layout
+(.safetensors, or .pth with PyTorch) and prints, as JSON, the
+normalisation PyTorch must apply. .pth files are read with PyTorch
+(optional); .safetensors files need only the safetensors package.
+"""
+
+import json
+import os
+
+from absl import flags
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+
+from resnet_jax import checkpoint
+from resnet_jax import errors
+from resnet_jax import evaluate
+from resnet_jax import models
+from resnet_jax import optim
+from resnet_jax import steps
+from resnet_jax import torch_convert
+from resnet_jax.errors import ConfigError
+
+FLAGS = flags.FLAGS
+
+
+def import_checkpoint(config, torch_path: str, workdir: str) -> dict:
+  """FILE -> WORKDIR/config.json and checkpoints/0; returns a summary."""
+  torch_convert.check_config(config.model)
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  if os.path.isdir(checkpoints) and os.listdir(checkpoints):
+    raise ConfigError(
+      f'{checkpoints} already holds checkpoints: convert into a new --workdir'
+    )
+  state_dict = torch_convert.read(torch_path)  # before any model is built
+  model = models.build(config.model, config.data.num_classes)
+  size = config.data.image_size
+  template = jax.eval_shape(
+    model.init, jax.random.key(0), jnp.zeros((1, size, size, 3))
+  )
+  variables = torch_convert.import_state_dict(state_dict, template)
+  mean, config.model.input_scale = torch_convert.input_normalisation()
+  config.data.mean = 'channel'
+  tx, _ = optim.optimizer(config, variables['params'], steps_per_epoch=1)
+  params = jax.tree.map(jnp.asarray, variables['params'])
+  state = steps.TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats=jax.tree.map(jnp.asarray, variables['batch_stats']),
+    opt_state=tx.init(params),
+    pixel_mean=jnp.asarray(mean),
+  )
+  os.makedirs(workdir, exist_ok=True)
+  mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  checkpoint.save(mgr, 0, state)
+  mgr.wait_until_finished()
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
+  return dict(
+    workdir=workdir,
+    tensors=len(state_dict),
+    params=sum(int(np.size(p)) for p in jax.tree.leaves(params)),
+  )
+
+
+def export_checkpoint(workdir: str, path: str) -> dict:
+  """WORKDIR's latest checkpoint -> FILE in torchvision's layout."""
+  config = evaluate.saved_config(workdir)
+  torch_convert.check_config(config.model)
+  model = models.build(config.model, config.data.num_classes)
+  size = config.data.image_size
+  shape = (size, size, 3)
+  mean_shape = (1, 1, 3) if config.data.mean == 'channel' else shape
+  state = jax.device_get(
+    evaluate.restore(
+      config, workdir, model, shape, mean_shape, steps.make_mesh()
+    )
+  )
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  state_dict, normalise = torch_convert.export_state_dict(
+    variables, state.pixel_mean, config.model.input_scale
+  )
+  torch_convert.write(path, state_dict)
+  return dict(file=path, step=int(state.step), normalize=normalise)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not FLAGS.workdir:
+    raise ConfigError('--workdir=DIR is required')
+  if FLAGS.export:
+    if FLAGS.torch_checkpoint:
+      raise ConfigError(
+        'give --torch_checkpoint (import) or --export, not both'
+      )
+    result = export_checkpoint(FLAGS.workdir, FLAGS.export)
+  else:
+    if not FLAGS.torch_checkpoint or FLAGS.config is None:
+      raise ConfigError(
+        'import needs --torch_checkpoint=FILE and --config=...; export needs '
+        '--export=FILE'
+      )
+    result = import_checkpoint(
+      FLAGS.config, FLAGS.torch_checkpoint, FLAGS.workdir
+    )
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  config_flags.DEFINE_config_file('config', None, 'Config file (import).')
+  flags.DEFINE_string('workdir', None, 'The run directory.')
+  flags.DEFINE_string(
+    'torch_checkpoint', None, 'A torchvision .pth or .safetensors to import.'
+  )
+  flags.DEFINE_string(
+    'export', None, 'Write the workdir as FILE (.safetensors or .pth).'
+  )
+  errors.run(main)
