@@ -67,7 +67,12 @@ def saved_config(workdir: str) -> config_dict.ConfigDict:
       }
     )
 
-  return convert(raw)
+  config = convert(raw)
+  for key, value in resume.ADDED_KEYS.items():  # runs saved before the key
+    section, leaf = key.split('.')
+    if section in config and leaf not in config[section]:
+      config[section][leaf] = tuple(value) if isinstance(value, list) else value
+  return config
 
 
 def _cifar_bn_batches(config, state, num_batches: int):

@@ -11,6 +11,10 @@ import orbax.checkpoint as ocp
 
 from resnet_jax.errors import ConfigError
 
+# Keys added to the configs after runs were saved without them, with the
+# value that reproduces those runs: an old workdir reads as if it had it.
+ADDED_KEYS = {'model.input_scale': [1.0, 1.0, 1.0]}
+
 # Keys a resumed run may change without changing what is being trained.
 SAFE_TO_CHANGE = frozenset(
   {
@@ -53,7 +57,7 @@ def check_compatible(workdir: str, config) -> None:
     return
   try:
     with open(path) as f:
-      saved = flatten(json.load(f))
+      saved = {**ADDED_KEYS, **flatten(json.load(f))}
   except (OSError, ValueError) as e:
     raise ConfigError(
       f'{path} is unreadable ({e}); move it away to start '
