@@ -71,7 +71,7 @@ def saved_config(workdir: str) -> config_dict.ConfigDict:
   for key, value in resume.ADDED_KEYS.items():  # runs saved before the key
     section, leaf = key.split('.')
     if section in config and leaf not in config[section]:
-      config[section][leaf] = tuple(value) if isinstance(value, list) else value
+      config[section][leaf] = value
   return config
 
 

@@ -13,7 +13,7 @@ from resnet_jax.errors import ConfigError
 
 # Keys added to the configs after runs were saved without them, with the
 # value that reproduces those runs: an old workdir reads as if it had it.
-ADDED_KEYS = {'model.input_scale': [1.0, 1.0, 1.0]}
+ADDED_KEYS = {'model.input_scale': (1.0, 1.0, 1.0)}  # flattened form
 
 # Keys a resumed run may change without changing what is being trained.
 SAFE_TO_CHANGE = frozenset(

@@ -82,7 +82,7 @@ def _torch_name(collection: str, path: tuple) -> str:
 
 def _flatten(tree, prefix=()):
   for key, value in tree.items():
-    if isinstance(value, dict) or hasattr(value, 'items'):
+    if hasattr(value, 'items'):  # dicts and FrozenDicts
       yield from _flatten(value, (*prefix, key))
     else:
       yield (*prefix, key), value
@@ -123,13 +123,11 @@ def input_normalisation() -> tuple[np.ndarray, tuple]:
   return mean.astype(np.float32).reshape(1, 1, 3), scale
 
 
-def import_state_dict(
-  state_dict: dict, template: dict
-) -> tuple[dict, np.ndarray]:
+def import_state_dict(state_dict: dict, template: dict) -> dict:
   """torchvision tensors (name -> array) onto `template`, our variables
   ({'params', 'batch_stats'} of the same architecture, for shapes and
-  names): returns (variables, pixel mean of shape (1, 1, 3)). Raises
-  ConfigError naming every missing, extra or mis-shaped tensor."""
+  names). Raises ConfigError naming every missing, extra or mis-shaped
+  tensor. The input normalisation to go with them: input_normalisation()."""
   tensors = {k: v for k, v in state_dict.items() if not k.endswith(_IGNORED)}
   flat, missing, shapes = {}, [], []
   for collection in ('params', 'batch_stats'):
