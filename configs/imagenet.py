@@ -45,6 +45,9 @@ def get_config(arg: str = 'resnet50') -> config_dict.ConfigDict:
   # tfds' manual folder (the official tars); None: DATA_DIR/downloads/manual
   data.manual_dir = config_dict.placeholder(str)
   data.tfds_data_dir = config_dict.placeholder(str)  # None: $TFDS_DATA_DIR
+  # tfds splits (not image folders: train/ and val/ there)
+  data.train_split = 'train'
+  data.val_split = 'validation'
   data.train_crop = 'scale'  # section 3.4; or 'inception'
   # 'scale': the shorter side resized to a random length in this range,
   # then a random image_size crop (section 3.4).

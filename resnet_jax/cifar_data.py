@@ -143,6 +143,20 @@ def load_tfds(name: str, data_dir: str | None, download: bool):
   return split('train'), split('test')
 
 
+def class_names(data_cfg) -> list[str] | None:
+  """The class names in the official layout's metadata file, when the
+  data is a local folder that has it."""
+  name = {'cifar10': 'batches.meta.txt', 'cifar100': 'fine_label_names.txt'}
+  if not data_cfg.local_dir or data_cfg.name not in name:
+    return None
+  path = os.path.join(data_cfg.local_dir, name[data_cfg.name])
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    names = [line.strip() for line in f if line.strip()]
+  return names if len(names) == data_cfg.num_classes else None
+
+
 def load(data_cfg) -> Dataset:
   """The training split and the split evaluated during training."""
   d = data_cfg

@@ -24,9 +24,9 @@ import numpy as np
 
 from resnet_jax import checkpoint
 from resnet_jax import errors
-from resnet_jax import evaluate
 from resnet_jax import models
 from resnet_jax import optim
+from resnet_jax import rundir
 from resnet_jax import steps
 from resnet_jax import torch_convert
 from resnet_jax.errors import ConfigError
@@ -75,17 +75,9 @@ def import_checkpoint(config, torch_path: str, workdir: str) -> dict:
 
 def export_checkpoint(workdir: str, path: str) -> dict:
   """WORKDIR's latest checkpoint -> FILE in torchvision's layout."""
-  config = evaluate.saved_config(workdir)
-  torch_convert.check_config(config.model)
-  model = models.build(config.model, config.data.num_classes)
-  size = config.data.image_size
-  shape = (size, size, 3)
-  mean_shape = (1, 1, 3) if config.data.mean == 'channel' else shape
-  state = jax.device_get(
-    evaluate.restore(
-      config, workdir, model, shape, mean_shape, steps.make_mesh()
-    )
-  )
+  config = rundir.saved_config(workdir)
+  torch_convert.check_config(config.model)  # before reading the checkpoint
+  _, _, state = rundir.load(workdir, config)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   state_dict, normalise = torch_convert.export_state_dict(
     variables, state.pixel_mean, config.model.input_scale

@@ -15,64 +15,24 @@ num_examples and step (and the protocol, for ImageNet).
 """
 
 import json
-import os
 import sys
 
 from absl import flags
 import jax
-from ml_collections import config_dict
 from ml_collections import config_flags
 import numpy as np
 
 from resnet_jax import augment
-from resnet_jax import checkpoint
 from resnet_jax import cifar_data
 from resnet_jax import errors
 from resnet_jax import eval_lib
 from resnet_jax import imagenet_data
 from resnet_jax import imagenet_eval
 from resnet_jax import models
-from resnet_jax import optim
-from resnet_jax import resume
+from resnet_jax import rundir
 from resnet_jax import steps
 from resnet_jax import train_lib
 from resnet_jax.errors import ConfigError
-
-
-def saved_config(workdir: str) -> config_dict.ConfigDict:
-  """DIR/config.json as a ConfigDict. Keys saved as null are the config
-  files' optional strings (paths, shortcut), so they stay overridable."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
-    raise ConfigError(
-      f"{path} not found: --workdir must be a training run's directory"
-    )
-  with open(path) as f:
-    try:
-      raw = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ConfigError(f'{path} is not valid JSON ({e})') from e
-
-  def convert(tree):
-    return config_dict.ConfigDict(
-      {
-        k: convert(v)
-        if isinstance(v, dict)
-        else config_dict.placeholder(str)
-        if v is None
-        else tuple(v)
-        if isinstance(v, list)
-        else v
-        for k, v in tree.items()
-      }
-    )
-
-  config = convert(raw)
-  for key, value in resume.ADDED_KEYS.items():  # runs saved before the key
-    section, leaf = key.split('.')
-    if section in config and leaf not in config[section]:
-      config[section][leaf] = value
-  return config
 
 
 def _cifar_bn_batches(config, state, num_batches: int):
@@ -112,9 +72,7 @@ def evaluate_workdir(
 ) -> dict:
   """Metrics of the latest checkpoint in `workdir`: CIFAR on its eval
   split, ImageNet on val with data.eval_protocol."""
-  imagenet = config.data.name == 'imagenet2012'
-  if not imagenet and config.data.name not in cifar_data.LABEL_BYTES:
-    raise ConfigError(f'data.name={config.data.name!r} cannot be evaluated')
+  imagenet = config.data.name not in cifar_data.LABEL_BYTES  # or like it
   mesh = steps.make_mesh()
   batch = config.train.eval_batch_size
   if batch <= 0 or batch % mesh.size:
@@ -129,13 +87,10 @@ def evaluate_workdir(
       batch_size=batch,
       protocol=config.data.eval_protocol,
     )
-    size = config.data.image_size
-    shape = (size, size, 3)
-    mean_shape = (1, 1, 3) if config.data.mean == 'channel' else shape
   else:
     split, _ = cifar_data.load_eval(config.data)
-    shape = mean_shape = split.images.shape[1:]
-  state = restore(config, workdir, model, shape, mean_shape, mesh)
+  shape, mean_shape = rundir.image_shapes(config)
+  state = rundir.restore(config, workdir, model, shape, mean_shape, mesh)
   if imagenet:  # each process evaluates on its own devices
     state = imagenet_eval.localise(evaluator.mesh, state)
   if recompute_bn_batches:
@@ -152,24 +107,6 @@ def evaluate_workdir(
     )
   result['step'] = int(jax.device_get(state.step))
   return result
-
-
-def restore(config, workdir, model, shape, mean_shape, mesh):
-  """The newest readable checkpoint of `workdir`, or a ConfigError."""
-  params = jax.eval_shape(
-    model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *shape), 'float32')
-  )
-  # The optimizer only shapes the checkpoint here: one step per epoch will do.
-  tx, _ = optim.optimizer(config, params['params'], steps_per_epoch=1)
-  directory = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(directory):
-    raise ConfigError(f'no checkpoint in {directory}')
-  mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
-  abstract = train_lib.abstract_state(model, tx, shape, mesh, mean_shape)
-  state = resume.restore_newest_readable(mgr, abstract, directory)
-  if state is None:
-    raise ConfigError(f'no checkpoint in {directory}')
-  return state
 
 
 def main(argv):
@@ -196,7 +133,7 @@ def _workdir_from_argv(argv) -> str:
 
 if __name__ == '__main__':
   try:
-    base = saved_config(_workdir_from_argv(sys.argv))
+    base = rundir.saved_config(_workdir_from_argv(sys.argv))
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -1,5 +1,6 @@
-"""ImageNet-style input on the CPU: an image folder or tfds imagenet2012,
-one tf.data pipeline, each process reading its own shard.
+"""ImageNet-style input on the CPU: an image folder or a tfds dataset
+(imagenet2012, or any image classification dataset for fine-tuning), one
+tf.data pipeline, each process reading its own shard.
 
 An image folder is `ROOT/train/<class>/*.jpg` and `ROOT/val/<class>/*.jpg`;
 the class index is the position of the folder name in sorted order, which
@@ -83,8 +84,52 @@ def folder_dataset(root: str, split: str):
 
 
 def tfds_dataset(data_cfg, split: str):
-  """imagenet2012 from the official archives in tfds' manual folder."""
+  """tfds dataset data.name (imagenet2012 from the official archives in
+  tfds' manual folder; others downloaded by tfds when first used), split
+  'train' or 'val' read as data.train_split or data.val_split."""
   tf = tensorflow_cpu()
+  import tensorflow_datasets as tfds
+
+  name = data_cfg.name
+  try:
+    builder = tfds.builder(name, data_dir=data_cfg.tfds_data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ConfigError(
+      f'data.name={name!r} is neither a tfds dataset nor prepared in '
+      f'{data_cfg.tfds_data_dir or "$TFDS_DATA_DIR"}; or set '
+      'data.image_folder=DIR'
+    ) from e
+  if not tf.io.gfile.exists(
+    os.path.join(builder.data_dir, 'dataset_info.json')
+  ):
+    _prepare(builder, data_cfg)
+  features = builder.info.features
+  if 'image' not in features or 'label' not in features:
+    raise ConfigError(
+      f'tfds {name} has features {", ".join(features)}; an image '
+      "classification dataset has 'image' and 'label'"
+    )
+  tfds_split = data_cfg.train_split if split == 'train' else data_cfg.val_split
+  try:
+    examples = builder.info.splits[tfds_split].num_examples
+  except (KeyError, ValueError, AssertionError) as e:
+    raise ConfigError(
+      f'tfds {name} has no split {tfds_split!r} (its splits: '
+      f'{", ".join(builder.info.splits)}; slices such as train[:90%] and '
+      'train[90%:] hold out part of the training data)'
+    ) from e
+  ds = builder.as_dataset(
+    split=tfds_split,
+    shuffle_files=False,
+    decoders={'image': tfds.decode.SkipDecoding()},
+  )
+  ds = ds.map(lambda x: (x['image'], tf.cast(x['label'], tf.int32)))
+  return ds, examples, features['label'].names
+
+
+def _prepare(builder, data_cfg):
+  """Downloads and prepares a tfds dataset (ImageNet: from the manual
+  folder, which must hold the official archives)."""
   import tensorflow_datasets as tfds
 
   manual = data_cfg.manual_dir or os.path.join(
@@ -92,33 +137,24 @@ def tfds_dataset(data_cfg, split: str):
     'downloads',
     'manual',
   )
-  builder = tfds.builder('imagenet2012', data_dir=data_cfg.tfds_data_dir)
-  prepared = tf.io.gfile.exists(
-    os.path.join(builder.data_dir, 'dataset_info.json')
-  )
-  if not prepared:
-    if not os.path.isdir(manual):
-      raise ConfigError(
-        f'imagenet2012 is not prepared in {builder.data_dir} and the '
-        f'manual folder {manual} does not exist: put ILSVRC2012_img_train'
-        ".tar and ILSVRC2012_img_val.tar there (tfds' manual download), "
-        'or use --config.data.image_folder=DIR'
-      )
+  if data_cfg.name == 'imagenet2012' and not os.path.isdir(manual):
+    raise ConfigError(
+      f'imagenet2012 is not prepared in {builder.data_dir} and the '
+      f'manual folder {manual} does not exist: put ILSVRC2012_img_train'
+      ".tar and ILSVRC2012_img_val.tar there (tfds' manual download), "
+      'or use --config.data.image_folder=DIR'
+    )
+  try:
     builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual)
     )
-  name = 'validation' if split == 'val' else split
-  ds = builder.as_dataset(
-    split=name,
-    shuffle_files=False,
-    decoders={'image': tfds.decode.SkipDecoding()},
-  )
-  ds = ds.map(lambda x: (x['image'], tf.cast(x['label'], tf.int32)))
-  return (
-    ds,
-    builder.info.splits[name].num_examples,
-    builder.info.features['label'].names,
-  )
+  except Exception as e:  # offline: errors surface deep inside tfds
+    first = (str(e).strip().splitlines() or [''])[0][:200]
+    raise ConfigError(
+      f'could not prepare tfds {data_cfg.name} in {builder.data_dir} '
+      f'({type(e).__name__}: {first}); prepare it on a networked machine '
+      'and set data.tfds_data_dir, or use data.image_folder=DIR'
+    ) from e
 
 
 def read_jpeg(tf, data_cfg):

@@ -6,10 +6,11 @@ one centre crop, the paper's 10 crops, or its fully-convolutional
 multi-scale test. Every function returns uint8 images; mean subtraction
 and the PCA lighting noise happen on the device, in float32 (augment.py).
 
-The crop window is known before decoding, so only that window is decoded
-(tf.image.decode_and_crop_jpeg): resizing the shorter side to S and then
-cropping 224 equals cropping the matching 224/scale window of the original
-and resizing it to 224.
+The crop window is known before decoding, so only that window of a JPEG
+is decoded (tf.image.decode_and_crop_jpeg): resizing the shorter side to S
+and then cropping 224 equals cropping the matching 224/scale window of the
+original and resizing it to 224. Other formats (the PNGs of some tfds
+datasets) are decoded whole, then cropped.
 """
 
 import tensorflow as tf
@@ -26,9 +27,23 @@ def to_uint8(image):
   return tf.cast(image + 0.5, tf.uint8)
 
 
-def image_shape(jpeg):
-  """(height, width) of an encoded JPEG, read from its header."""
-  return tf.unstack(tf.image.extract_jpeg_shape(jpeg)[:2])
+def is_jpeg(data):
+  return tf.equal(tf.strings.substr(data, 0, 3), b'\xff\xd8\xff')
+
+
+def decode(data):
+  """An encoded JPEG, PNG, GIF or BMP -> (H, W, 3) uint8."""
+  return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+
+def image_shape(data):
+  """(height, width) of an encoded image: a JPEG's from its header."""
+  shape = tf.cond(
+    is_jpeg(data),
+    lambda: tf.image.extract_jpeg_shape(data),
+    lambda: tf.shape(decode(data)),
+  )
+  return tf.unstack(shape[:2])
 
 
 def decode_window(jpeg, top, left, height, width, size, antialias=True):
@@ -39,7 +54,11 @@ def decode_window(jpeg, top, left, height, width, size, antialias=True):
   whose scale is random anyway; evaluation keeps it.
   """
   window = tf.stack([top, left, height, width])
-  image = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
+  image = tf.cond(
+    is_jpeg(jpeg),
+    lambda: tf.image.decode_and_crop_jpeg(jpeg, window, channels=3),
+    lambda: decode(jpeg)[top : top + height, left : left + width],
+  )
   image = tf.image.resize(
     image, (size, size), method='bilinear', antialias=antialias
   )
@@ -74,7 +93,7 @@ def inception_crop(
   """Szegedy et al.'s random-resized crop (8-100% of the area, aspect
   3/4-4/3), flipped half the time: the now-common switch."""
   seeds = tf.random.experimental.stateless_split(seed, 2)
-  shape = tf.image.extract_jpeg_shape(jpeg)
+  shape = tf.stack([*image_shape(jpeg), 3])
   begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
     shape,
     tf.zeros([0, 0, 4]),
@@ -97,10 +116,6 @@ def resize_shorter(image, side):
   new = tf.cast(tf.round(tf.stack([h, w]) * scale), tf.int32)
   image = tf.image.resize(image, new, method='bilinear', antialias=True)
   return to_uint8(image)
-
-
-def decode(jpeg):
-  return tf.io.decode_jpeg(jpeg, channels=3)
 
 
 def center_crop(jpeg, side=TEN_CROP_SIDE, size=CROP):

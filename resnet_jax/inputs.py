@@ -1,5 +1,6 @@
 """What the training loop reads: CIFAR held on the device, or ImageNet-style
-JPEGs streamed from the host. Both offer the loop the same things: the
+images (ImageNet, or any image folder or tfds dataset) streamed from the
+host. Both offer the loop the same things: the
 number of training images, the training mean, a compiled step that needs
 only the state, and an evaluation.
 """
@@ -24,6 +25,7 @@ class DeviceResident:
     self.data = cifar_data.load(config.data)
     self.num_train = len(self.data.train)
     self.eval_name = self.data.eval_name
+    self.classes = cifar_data.class_names(config.data)
     self._eval_fn = None
 
   def pixel_mean(self) -> np.ndarray:
@@ -167,6 +169,7 @@ class Synthetic:
       )
     self.num_train = self.NUM_TRAIN[config.data.name]
     self.eval_name = 'none'
+    self.classes = None
 
   def pixel_mean(self) -> np.ndarray:
     size = self._config.data.image_size
@@ -227,12 +230,13 @@ def prefetch_to_mesh(mesh, host_batches):
 
 
 def for_config(config):
-  """The input a config asks for."""
+  """The input a config asks for: CIFAR on the device, anything else (an
+  image folder, tfds imagenet2012 or another tfds dataset) streamed."""
   if config.data.name in cifar_data.LABEL_BYTES:
     return DeviceResident(config)
-  if config.data.name == 'imagenet2012':
-    return Streaming(config)
-  raise ConfigError(
-    f'data.name={config.data.name!r} is not one of cifar10, '
-    'cifar100, imagenet2012'
-  )
+  if not config.data.image_folder and not config.data.name:
+    raise ConfigError(
+      'no data: set data.image_folder=DIR (DIR/train/<class>/*.jpg) or '
+      'data.name to a tfds dataset'
+    )
+  return Streaming(config)

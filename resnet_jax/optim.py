@@ -87,4 +87,28 @@ def optimizer(config, params, steps_per_epoch: int):
   )
   momentum = optax.trace(decay=o.momentum, nesterov=o.nesterov)
   steps = [momentum, decay] if o.decoupled_weight_decay else [decay, momentum]
-  return optax.chain(*steps, optax.scale_by_learning_rate(lr)), lr
+  tx = optax.chain(*steps, optax.scale_by_learning_rate(lr))
+  if 'finetune' in config:  # only the fine-tuning config has the section
+    tx = _head_and_backbone(tx, config.finetune, params)
+  return tx, lr
+
+
+def _head_and_backbone(tx, finetune, params):
+  """Fine-tuning's two parameter groups: the new head learns with `tx`;
+  the backbone with `tx` scaled by finetune.backbone_lr_scale ('full'),
+  or not at all ('linear_probe', which then keeps no momentum for it)."""
+  if finetune.mode == 'linear_probe':
+    backbone = optax.set_to_zero()
+  elif finetune.mode == 'full':
+    if not 0 < finetune.backbone_lr_scale:
+      raise ConfigError(
+        f'finetune.backbone_lr_scale={finetune.backbone_lr_scale} must be '
+        'positive (linear_probe freezes the backbone)'
+      )
+    backbone = optax.chain(tx, optax.scale(finetune.backbone_lr_scale))
+  else:
+    raise ConfigError(
+      f'finetune.mode={finetune.mode!r} is not one of full, linear_probe'
+    )
+  labels = {k: 'head' if k == 'head' else 'backbone' for k in params}
+  return optax.multi_transform({'head': tx, 'backbone': backbone}, labels)

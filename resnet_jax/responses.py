@@ -22,9 +22,8 @@ import numpy as np
 
 from resnet_jax import cifar_data
 from resnet_jax import errors
-from resnet_jax import evaluate
 from resnet_jax import models
-from resnet_jax import steps
+from resnet_jax import rundir
 from resnet_jax.errors import ConfigError
 
 FILE = 'responses.json'
@@ -68,7 +67,7 @@ def layer_stds(model, variables, images, batch_size: int = 100) -> np.ndarray:
 def workdir_responses(workdir: str, max_images: int = 500) -> dict:
   """The layer stds of a CIFAR run's latest checkpoint; also written to
   WORKDIR/responses.json."""
-  config = evaluate.saved_config(workdir)
+  config = rundir.saved_config(workdir)
   if config.data.name not in cifar_data.LABEL_BYTES:
     raise ConfigError(
       f'{workdir}: responses are computed for CIFAR runs (Figure 7), not '
@@ -77,12 +76,7 @@ def workdir_responses(workdir: str, max_images: int = 500) -> dict:
   if max_images <= 0:
     raise ConfigError(f'--images={max_images} must be positive')
   split, split_name = cifar_data.load_eval(config.data)
-  model = models.build(config.model, config.data.num_classes)
-  shape = split.images.shape[1:]
-  state = evaluate.restore(
-    config, workdir, model, shape, shape, steps.make_mesh()
-  )
-  state = jax.device_get(state)
+  _, model, state = rundir.load(workdir, config)
   images = split.images[:max_images].astype(np.float32) - state.pixel_mean
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   result = dict(

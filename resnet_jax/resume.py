@@ -9,11 +9,17 @@ import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
+from resnet_jax import cifar_data
 from resnet_jax.errors import ConfigError
 
 # Keys added to the configs after runs were saved without them, with the
-# value that reproduces those runs: an old workdir reads as if it had it.
-ADDED_KEYS = {'model.input_scale': (1.0, 1.0, 1.0)}  # flattened form
+# value that reproduces those runs: an old workdir reads as if it had it,
+# where the config file it came from now has the key (added_keys).
+ADDED_KEYS = {  # flattened form
+  'model.input_scale': (1.0, 1.0, 1.0),
+  'data.train_split': 'train',  # ImageNet-style configs only
+  'data.val_split': 'validation',
+}
 
 # Keys a resumed run may change without changing what is being trained.
 SAFE_TO_CHANGE = frozenset(
@@ -33,6 +39,7 @@ SAFE_TO_CHANGE = frozenset(
     'data.download',
     'data.image_folder',
     'data.manual_dir',
+    'data.val_split',
   }
 )
 
@@ -57,13 +64,14 @@ def check_compatible(workdir: str, config) -> None:
     return
   try:
     with open(path) as f:
-      saved = {**ADDED_KEYS, **flatten(json.load(f))}
+      saved = flatten(json.load(f))
   except (OSError, ValueError) as e:
     raise ConfigError(
       f'{path} is unreadable ({e}); move it away to start '
       'afresh or restore it to resume'
     ) from e
   now = flatten(json.loads(config.to_json_best_effort()))
+  saved = {**{k: v for k, v in ADDED_KEYS.items() if k in now}, **saved}
   changed = sorted(
     k
     for k in saved.keys() | now.keys()
@@ -79,6 +87,17 @@ def check_compatible(workdir: str, config) -> None:
       f'cannot resume {workdir} with another experiment: '
       f'{shown}{more}; use a new --workdir'
     )
+
+
+def added_keys(flat_saved: dict) -> dict:
+  """The ADDED_KEYS missing from a saved config whose config file has them
+  now: all but the data splits on CIFAR, which has no such keys."""
+  cifar = flat_saved.get('data.name') in cifar_data.LABEL_BYTES
+  return {
+    k: v
+    for k, v in ADDED_KEYS.items()
+    if k not in flat_saved and not (cifar and k.endswith('_split'))
+  }
 
 
 def restore_newest_readable(

@@ -113,6 +113,8 @@ def train_step(
   metrics['grad_norm_sq'] = optax.tree.norm(grads, squared=True)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   metrics['lr'] = lr_fn(state.step)
+  if model.frozen_backbone:  # a linear probe: exactly the source's stats
+    batch_stats = state.batch_stats  # (averaging equal values can round)
   new_state = state.replace(
     step=state.step + 1,
     params=optax.apply_updates(state.params, updates),

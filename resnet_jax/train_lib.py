@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from resnet_jax import checkpoint
+from resnet_jax import finetune
 from resnet_jax import inputs
 from resnet_jax import metrics_writer
 from resnet_jax import models
@@ -27,6 +28,8 @@ from resnet_jax import resume
 from resnet_jax import steps
 from resnet_jax.errors import ConfigError
 from resnet_jax.errors import Stopped
+
+CLASSES = 'classes.json'  # WORKDIR's class names, when the data has them
 
 
 @dataclasses.dataclass
@@ -64,6 +67,8 @@ def setup(config, devices=None, data=None) -> Experiment:
   model = models.build(config.model, config.data.num_classes)
   if config.train.bn_sync:
     model = model.clone(bn_axis_name=steps.AXIS)
+  if 'finetune' in config and config.finetune.mode == 'linear_probe':
+    model = model.clone(frozen_backbone=True)
   data = data or inputs.for_config(config)
   steps_per_epoch = data.num_train // t.batch_size
   if steps_per_epoch == 0:
@@ -100,9 +105,12 @@ def setup(config, devices=None, data=None) -> Experiment:
   )
 
 
-def initial_state(exp: Experiment) -> steps.TrainState:
-  """Fresh parameters (from the config's seed), replicated on the mesh."""
-  mean = steps.replicate(exp.mesh, exp.input.pixel_mean())
+def initial_state(exp: Experiment, pixel_mean=None) -> steps.TrainState:
+  """Fresh parameters (from the config's seed), replicated on the mesh,
+  with `pixel_mean` or the training data's."""
+  if pixel_mean is None:
+    pixel_mean = exp.input.pixel_mean()
+  mean = steps.replicate(exp.mesh, pixel_mean)
   size = exp.config.data.image_size
 
   def init(pixel_mean):
@@ -122,30 +130,6 @@ def initial_state(exp: Experiment) -> steps.TrainState:
   return jax.jit(init, out_shardings=replicated)(mean)
 
 
-def abstract_state(
-  model, tx, image_shape, mesh, mean_shape=None
-) -> steps.TrainState:
-  """Shapes, dtypes and (replicated) shardings of a TrainState, for
-  restoring a checkpoint without computing anything."""
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-  def init():
-    x = jnp.zeros((1, *image_shape), jnp.float32)
-    variables = model.init(jax.random.key(0), x)
-    return steps.TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params=variables['params'],
-      batch_stats=variables['batch_stats'],
-      opt_state=tx.init(variables['params']),
-      pixel_mean=jnp.zeros(mean_shape or image_shape, jnp.float32),
-    )
-
-  return jax.tree.map(
-    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-    jax.eval_shape(init),
-  )
-
-
 def _prepare_workdir(workdir: str):
   """Creates WORKDIR, or checks that it may be written."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -162,15 +146,31 @@ def _prepare_workdir(workdir: str):
     ) from e
 
 
-def _write_config(config, workdir: str):
+def _write_config(exp: Experiment, workdir: str):
+  """config.json, and classes.json (the class names, for
+  resnet_jax.predict) where the data has names."""
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
+      f.write(exp.config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
+    if exp.input.classes:
+      with open(os.path.join(workdir, CLASSES), 'w') as f:
+        json.dump(list(exp.input.classes), f)
+
+
+def _start(exp: Experiment) -> steps.TrainState:
+  """A fresh state, or for fine-tuning the source run's weights with a
+  new head."""
+  if 'finetune' not in exp.config:
+    return initial_state(exp)
+  source = finetune.source_state(exp.config)
+  fresh = initial_state(exp, pixel_mean=source.pixel_mean)
+  return finetune.graft(fresh, source, exp.mesh)
 
 
 def _restore(exp: Experiment, mgr, workdir: str):
-  """The state to start from: the newest readable checkpoint, else fresh."""
-  state = initial_state(exp)
+  """The state to start from: the newest readable checkpoint, else the
+  start (fresh, or fine-tuning's)."""
+  state = _start(exp)
   restored = resume.restore_newest_readable(
     mgr, state, os.path.join(workdir, 'checkpoints')
   )
@@ -190,13 +190,15 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   at the current step) and on a non-finite loss or gradient (keeping the
   last good checkpoint).
   """
+  if 'finetune' in config:  # the source's normalisation, before all else
+    finetune.inherit(config)
   resume.check_compatible(workdir, config)  # first: the cheapest refusal
   exp = setup(config, devices)
   t = config.train
   _prepare_workdir(workdir)
   mgr = checkpoint.manager(workdir, t.keep_checkpoints)
   state = _restore(exp, mgr, workdir)
-  _write_config(config, workdir)  # only once the run can really go on
+  _write_config(exp, workdir)  # only once the run can really go on
   total, start = exp.total_steps, int(jax.device_get(state.step))
   train_fn = exp.input.train_fn(
     exp.mesh, model=exp.model, tx=exp.tx, lr_fn=exp.lr_fn, start_step=start

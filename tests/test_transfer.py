@@ -184,15 +184,15 @@ def test_convert_cli_import_evaluate_export(tmp_path):
 def test_workdirs_saved_before_input_scale_still_resume_and_load(tmp_path):
   """model.input_scale is newer than some workdirs: their config.json
   reads as the default (no scaling), and only a real change is refused."""
-  from resnet_jax import evaluate
   from resnet_jax import resume
+  from resnet_jax import rundir
 
   config = load_config('configs/cifar10.py:resnet20')
   saved = json.loads(config.to_json_best_effort())
   del saved['model']['input_scale']
   (tmp_path / 'config.json').write_text(json.dumps(saved))
   resume.check_compatible(str(tmp_path), config)  # the same run: allowed
-  assert evaluate.saved_config(str(tmp_path)).model.input_scale == (1.0,) * 3
+  assert rundir.saved_config(str(tmp_path)).model.input_scale == (1.0,) * 3
   config.model.input_scale = (2.0, 2.0, 2.0)
   with pytest.raises(ConfigError, match='model.input_scale'):
     resume.check_compatible(str(tmp_path), config)

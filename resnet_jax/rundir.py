@@ -1,0 +1,118 @@
+"""What a training run's directory holds, read back: its config.json and
+its newest checkpoint. Evaluation, export, prediction, the response
+statistics and fine-tuning all start here."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+from ml_collections import config_dict
+
+from resnet_jax import checkpoint
+from resnet_jax import cifar_data
+from resnet_jax import models
+from resnet_jax import optim
+from resnet_jax import resume
+from resnet_jax import steps
+from resnet_jax.errors import ConfigError
+
+
+def saved_config(workdir: str) -> config_dict.ConfigDict:
+  """DIR/config.json as a ConfigDict. Keys saved as null are the config
+  files' optional strings (paths, shortcut), so they stay overridable."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise ConfigError(
+      f"{path} not found: --workdir must be a training run's directory"
+    )
+  with open(path) as f:
+    try:
+      raw = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ConfigError(f'{path} is not valid JSON ({e})') from e
+
+  def convert(tree):
+    return config_dict.ConfigDict(
+      {
+        k: convert(v)
+        if isinstance(v, dict)
+        else config_dict.placeholder(str)
+        if v is None
+        else tuple(v)
+        if isinstance(v, list)
+        else v
+        for k, v in tree.items()
+      }
+    )
+
+  config = convert(raw)
+  for key, value in resume.added_keys(resume.flatten(raw)).items():
+    section, leaf = key.split('.')
+    config[section][leaf] = value  # a run saved before the key existed
+  return config
+
+
+def image_shapes(config):
+  """(input image shape, pixel_mean shape) of a config's runs: CIFAR's
+  mean is always per pixel, the others' per pixel or per channel."""
+  size = config.data.image_size
+  shape = (size, size, 3)
+  if config.data.name in cifar_data.LABEL_BYTES:
+    return shape, shape
+  return shape, (1, 1, 3) if config.data.mean == 'channel' else shape
+
+
+def abstract_state(
+  model, tx, image_shape, mesh, mean_shape=None
+) -> steps.TrainState:
+  """Shapes, dtypes and (replicated) shardings of a TrainState, for
+  restoring a checkpoint without computing anything."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  def init():
+    x = jnp.zeros((1, *image_shape), jnp.float32)
+    variables = model.init(jax.random.key(0), x)
+    return steps.TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=variables['params'],
+      batch_stats=variables['batch_stats'],
+      opt_state=tx.init(variables['params']),
+      pixel_mean=jnp.zeros(mean_shape or image_shape, jnp.float32),
+    )
+
+  return jax.tree.map(
+    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+    jax.eval_shape(init),
+  )
+
+
+def restore(config, workdir, model, shape, mean_shape, mesh):
+  """The newest readable checkpoint of `workdir`, or a ConfigError."""
+  params = jax.eval_shape(
+    model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *shape), 'float32')
+  )
+  # The optimizer only shapes the checkpoint here: one step per epoch will do.
+  tx, _ = optim.optimizer(config, params['params'], steps_per_epoch=1)
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    raise ConfigError(f'no checkpoint in {directory}')
+  mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  abstract = abstract_state(model, tx, shape, mesh, mean_shape)
+  state = resume.restore_newest_readable(mgr, abstract, directory)
+  if state is None:
+    raise ConfigError(f'no checkpoint in {directory}')
+  return state
+
+
+def load(workdir: str, config=None, mesh=None):
+  """(config, model, state) of a run with ImageNet-style or CIFAR
+  inputs, the state on the host: config.json (or `config`), the model it
+  builds and the newest checkpoint."""
+  config = config or saved_config(workdir)
+  model = models.build(config.model, config.data.num_classes)
+  shape, mean_shape = image_shapes(config)
+  state = restore(
+    config, workdir, model, shape, mean_shape, mesh or steps.make_mesh()
+  )
+  return config, model, jax.device_get(state)

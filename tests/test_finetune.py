@@ -1,0 +1,197 @@
+"""Fine-tuning from another run's checkpoint, and predictions (issue 8).
+
+The source is a CIFAR ResNet-8 trained briefly on the bundled sample; the
+new task is a two-class image folder of real CIFAR pictures (airplane,
+frog) saved as JPEGs, laid out as a user's own images are.
+"""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from resnet_jax import cifar_data
+from resnet_jax import finetune
+from resnet_jax import optim
+from resnet_jax import predict
+from resnet_jax import rundir
+from resnet_jax import train_lib
+from resnet_jax.errors import ConfigError
+from tests.helpers import SAMPLE
+from tests.helpers import load_config
+from tests.helpers import run_cli
+
+CLASSES = {'airplane': 0, 'frog': 6}
+
+
+def image_folder(root, per_class=(60, 30), encode='jpeg'):
+  """ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg from the bundled
+  CIFAR sample: different pictures in each split."""
+  import tensorflow as tf
+
+  train, _ = cifar_data.load_local(str(SAMPLE), 'cifar10', 10)
+  for name, label in CLASSES.items():
+    chosen = np.flatnonzero(train.labels == label)
+    for split, picks in (
+      ('train', chosen[: per_class[0]]),
+      ('val', chosen[per_class[0] : sum(per_class)]),
+    ):
+      folder = root / split / name
+      folder.mkdir(parents=True)
+      for i in picks:
+        data = tf.io.encode_jpeg(train.images[i], quality=95).numpy()
+        (folder / f'{i}.jpg').write_bytes(data)
+  return root
+
+
+def probe_config(source, folder, mode='linear_probe', steps=40):
+  config = load_config(f'configs/finetune.py:resnet8,family=cifar,mode={mode}')
+  config.finetune.init_from = str(source)
+  config.data.image_folder = str(folder)
+  config.data.num_classes = 2
+  t = config.train
+  t.unit, t.length, t.batch_size, t.eval_batch_size = 'steps', steps, 24, 32
+  t.log_every, t.eval_every, t.checkpoint_every = 4, steps, steps
+  return config
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """(source workdir, image folder, linear-probe workdir)."""
+  root = tmp_path_factory.mktemp('finetune')
+  config = load_config('configs/cifar10.py:resnet8')
+  config.data.local_dir = str(SAMPLE)
+  config.data.eval_on = 'none'
+  t = config.train
+  t.length, t.batch_size, t.log_every, t.checkpoint_every = 30, 64, 10, 30
+  train_lib.train_and_evaluate(config, str(root / 'source'))
+  folder = image_folder(root / 'images')
+  train_lib.train_and_evaluate(
+    probe_config(root / 'source', folder), str(root / 'probe')
+  )
+  return root / 'source', folder, root / 'probe'
+
+
+def test_linear_probe_on_an_image_folder_learns(runs):
+  source_dir, _, probe_dir = runs
+  _, _, source = rundir.load(str(source_dir))
+  config, _, probe = rundir.load(str(probe_dir))
+  # Frozen: every backbone weight and BN statistic is the source's.
+  for tree in ('params', 'batch_stats'):
+    ours, theirs = getattr(probe, tree), getattr(source, tree)
+    for name in theirs:
+      if name != 'head':
+        jax.tree.map(np.testing.assert_array_equal, ours[name], theirs[name])
+  assert probe.params['head']['kernel'].shape == (64, 2)  # the new head
+  np.testing.assert_array_equal(probe.pixel_mean, source.pixel_mean)
+  assert config.data.mean == 'pixel'  # the source's normalisation
+  # It learns: held-out pictures mostly right (chance is 50%), with a
+  # loss well under ln 2, the best a head that learned nothing can do.
+  records = [json.loads(line) for line in (probe_dir / 'metrics.jsonl').open()]
+  val = [r for r in records if r['kind'] == 'val'][-1]
+  assert val['num_examples'] == 60 and val['top1_accuracy'] >= 0.7
+  assert val['loss'] < 0.6
+  assert json.loads((probe_dir / 'classes.json').read_text()) == [
+    'airplane',
+    'frog',
+  ]
+
+
+def test_full_finetuning_gives_the_backbone_a_smaller_learning_rate():
+  def updates(mode):
+    config = load_config(
+      f'configs/finetune.py:resnet8,family=cifar,mode={mode}'
+    )
+    params = {
+      'head': {'kernel': np.ones(3)},
+      'conv_init': {'kernel': np.ones(3)},
+    }
+    tx, _ = optim.optimizer(config, params, steps_per_epoch=10)
+    grads = jax.tree.map(np.ones_like, params)
+    state = tx.init(params)
+    return tx.update(grads, state, params)
+
+  full, _ = updates('full')
+  np.testing.assert_allclose(
+    full['conv_init']['kernel'], 0.1 * full['head']['kernel'], rtol=1e-6
+  )
+  assert np.all(full['head']['kernel'] < 0)
+  probe, state = updates('linear_probe')
+  assert np.all(probe['conv_init']['kernel'] == 0)
+  assert np.all(probe['head']['kernel'] < 0)
+  sizes = [np.size(x) for x in jax.tree.leaves(state)]
+  assert sum(sizes) == 3 + 1  # the head's momentum, the schedule's count
+
+
+def test_a_source_that_does_not_fit_is_refused_before_training(runs, tmp_path):
+  source_dir, folder, _ = runs
+  config = probe_config(source_dir, folder)
+  config.model.depth = 20
+  with pytest.raises(ConfigError, match='family=cifar'):
+    train_lib.train_and_evaluate(config, str(tmp_path / 'a'))
+  for change, match in (
+    (dict(init_from=None), 'finetune.init_from=DIR is required'),
+    (dict(init_from=str(tmp_path)), 'config.json not found'),
+    (dict(mode='probe'), 'is not one of full, linear_probe'),
+  ):
+    config = probe_config(source_dir, folder)
+    config.finetune.update(change)
+    with pytest.raises(ConfigError, match=match):
+      train_lib.train_and_evaluate(config, str(tmp_path / 'b'))
+  config = probe_config(source_dir, folder)
+  config.data.image_size = 48  # the source's mean is per pixel, 32x32
+  with pytest.raises(ConfigError, match='data.image_size=32'):
+    finetune.inherit(config)
+  assert not (tmp_path / 'a').exists() and not (tmp_path / 'b').exists()
+
+
+def test_predict_images_and_prepared_batches_agree(runs, tmp_path):
+  _, folder, probe_dir = runs
+  files = sorted(str(p) for p in (folder / 'val').glob('*/*.jpg'))[::15]
+  records = predict.predict(str(probe_dir), files, batch_size=3)
+  assert [r['file'] for r in records] == files
+  for r in records:
+    assert r['top5'] in ([0, 1], [1, 0])  # two classes: both, best first
+    assert r['names'] == [['airplane', 'frog'][i] for i in r['top5']]
+    assert r['probabilities'][0] >= r['probabilities'][1]
+    assert sum(r['probabilities']) == pytest.approx(1, abs=1e-5)
+  # The same pictures, prepared as evaluation does, as a .npy batch: the
+  # raw logits give the same probabilities.
+  config, _, state = rundir.load(str(probe_dir))
+  batch = predict.prepare_images(config, files, state.pixel_mean)
+  np.save(tmp_path / 'batch.npy', batch)
+  logits = predict.predict(str(probe_dir), [str(tmp_path / 'batch.npy')])
+  assert [r['index'] for r in logits] == list(range(len(files)))
+  for r, raw in zip(records, logits):
+    probs = np.asarray(jax.nn.softmax(np.asarray(raw['logits'])))
+    np.testing.assert_allclose(probs[r['top5']], r['probabilities'], atol=2e-6)
+
+
+def test_predict_rejects_bad_files(runs, tmp_path):
+  _, _, probe_dir = runs
+  (tmp_path / 'notes.jpg').write_text('not an image')
+  np.save(tmp_path / 'ints.npy', np.zeros((2, 32, 32, 3), np.uint8))
+  np.save(tmp_path / 'flat.npy', np.zeros((32, 32, 3), np.float32))
+  for name, match in (
+    ('missing.jpg', 'no such file'),
+    ('notes.jpg', 'notes.jpg is not a readable image'),
+    ('ints.npy', 'expected a float32 batch'),
+    ('flat.npy', 'expected a float32 batch'),
+  ):
+    with pytest.raises(ConfigError, match=match):
+      predict.predict(str(probe_dir), [str(tmp_path / name)])
+
+
+def test_predict_cli_prints_one_json_line_per_image(runs):
+  _, folder, probe_dir = runs
+  files = sorted(str(p) for p in (folder / 'val' / 'frog').glob('*.jpg'))[:2]
+  result = run_cli('-m', 'resnet_jax.predict', f'--workdir={probe_dir}', *files)
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = [json.loads(x) for x in result.stdout.splitlines()]
+  assert [x['file'] for x in lines] == files
+  result = run_cli('-m', 'resnet_jax.predict', f'--workdir={probe_dir}')
+  assert result.returncode == 2
+  assert result.stderr.strip().endswith(
+    'no files: give image files or .npy batches'
+  )
