@@ -195,3 +195,128 @@ def test_predict_cli_prints_one_json_line_per_image(runs):
   assert result.stderr.strip().endswith(
     'no files: give image files or .npy batches'
   )
+
+
+def test_any_tfds_image_dataset_streams_with_held_out_training_slices(
+  tmp_path,
+):
+  """A tfds dataset other than ImageNet, prepared locally (as tfds
+  prepares any download), with PNG images and no validation split: the
+  split keys take tfds slices of its training data."""
+  from etils import epath
+  import tensorflow_datasets as tfds
+
+  from resnet_jax import imagenet_data
+
+  train, _ = cifar_data.load_local(str(SAMPLE), 'cifar10', 10)
+  chosen = np.concatenate(
+    [np.flatnonzero(train.labels == c)[:20] for c in CLASSES.values()]
+  )
+
+  class TwoCifarClasses(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version('1.0.0')
+    pkg_dir_path = epath.Path(tmp_path)  # no package of metadata files
+
+    def _info(self):
+      return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict(
+          {
+            'image': tfds.features.Image(
+              shape=(32, 32, 3), encoding_format='png'
+            ),
+            'label': tfds.features.ClassLabel(names=list(CLASSES)),
+          }
+        )
+      )
+
+    def _split_generators(self, dl_manager):
+      return {'train': self._generate_examples()}
+
+    def _generate_examples(self):
+      for i in chosen:
+        label = list(CLASSES.values()).index(train.labels[i])
+        yield int(i), {'image': train.images[i], 'label': label}
+
+  TwoCifarClasses(data_dir=str(tmp_path)).download_and_prepare()
+  config = probe_config('unused', None)
+  d = config.data
+  d.name, d.tfds_data_dir = 'two_cifar_classes', str(tmp_path)
+  d.image_folder = None
+  d.train_split, d.val_split = 'train[:75%]', 'train[75%:]'
+  _, count, names = imagenet_data.source(d, 'train')
+  assert (count, names) == (30, ['airplane', 'frog'])
+  assert imagenet_data.source(d, 'val')[1] == 10
+  images, labels = next(
+    imagenet_data.train_dataset(d, 8, seed=0).as_numpy_iterator()
+  )
+  assert images.shape == (8, 32, 32, 3) and images.dtype == np.uint8
+  assert set(labels) <= {0, 1} and images.std() > 10  # real pictures
+  views, _, mask = next(
+    imagenet_data.eval_dataset(d, 'val', 16, 'center').as_numpy_iterator()
+  )
+  assert views.shape == (16, 1, 32, 32, 3) and mask.sum() == 10
+  d.val_split = 'validation'
+  with pytest.raises(ConfigError, match="no split 'validation'.*train"):
+    imagenet_data.source(d, 'val')
+  d.name = 'no_such_dataset'
+  with pytest.raises(ConfigError, match='neither a tfds dataset'):
+    imagenet_data.source(d, 'train')
+
+
+def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):
+  """resnet_jax.convert's workdir -> a linear probe on an image folder of
+  real ImageNet JPEGs -> predictions with the folder's class names. The
+  torchvision normalisation travels with the weights."""
+  from resnet_jax import convert
+  from resnet_jax import models
+  from resnet_jax import torch_convert
+  from tests.helpers import REPO
+
+  imagenet = load_config('configs/imagenet.py:resnet18,shortcut=B')
+  imagenet.data.image_size = 32
+  model = models.build(imagenet.model, 1000)
+  variables = jax.device_get(  # weights that are not ours: seed 1
+    jax.jit(model.init)(jax.random.key(1), np.zeros((1, 32, 32, 3)))
+  )
+  tensors, _ = torch_convert.export_state_dict(
+    variables, np.zeros((1, 1, 3), np.float32)
+  )
+  torch_convert.write(str(tmp_path / 'r18.safetensors'), tensors)
+  imported = tmp_path / 'imported'
+  convert.import_checkpoint(
+    imagenet, str(tmp_path / 'r18.safetensors'), str(imported)
+  )
+  classes = sorted((REPO / 'data/imagenet-sample/train').iterdir())[:8]
+  for wnid in classes:
+    (tmp_path / 'images/train').mkdir(parents=True, exist_ok=True)
+    (tmp_path / 'images/train' / wnid.name).symlink_to(wnid)
+  config = load_config(
+    'configs/finetune.py:resnet18,shortcut=B,mode=linear_probe'
+  )
+  config.finetune.init_from = str(imported)
+  config.data.image_folder = str(tmp_path / 'images')
+  config.data.num_classes, config.data.image_size = 8, 32
+  config.data.eval_on = 'none'
+  t = config.train
+  t.unit, t.length, t.batch_size, t.log_every, t.checkpoint_every = (
+    'steps',
+    2,
+    8,
+    1,
+    2,
+  )
+  train_lib.train_and_evaluate(config, str(tmp_path / 'probe'))
+  saved, _, probe = rundir.load(str(tmp_path / 'probe'))
+  mean, scale = torch_convert.input_normalisation()
+  assert saved.data.mean == 'channel'
+  np.testing.assert_allclose(saved.model.input_scale, scale)
+  np.testing.assert_allclose(probe.pixel_mean, mean)
+  np.testing.assert_array_equal(
+    probe.params['stage4_block1']['conv1']['kernel'],
+    variables['params']['stage4_block1']['conv1']['kernel'],
+  )
+  assert probe.params['head']['kernel'].shape == (512, 8)
+  jpeg = str(next(classes[3].iterdir()))
+  (record,) = predict.predict(str(tmp_path / 'probe'), [jpeg])
+  assert len(record['top5']) == 5
+  assert set(record['names']) <= {c.name for c in classes}
