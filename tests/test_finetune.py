@@ -286,6 +286,9 @@ def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):
   convert.import_checkpoint(
     imagenet, str(tmp_path / 'r18.safetensors'), str(imported)
   )
+  # Predictions from the import itself are named by tfds' ImageNet labels.
+  names = predict.class_names(rundir.saved_config(str(imported)), imported)
+  assert len(names) == 1000 and names[0] == 'n01440764'
   classes = sorted((REPO / 'data/imagenet-sample/train').iterdir())[:8]
   for wnid in classes:
     (tmp_path / 'images/train').mkdir(parents=True, exist_ok=True)

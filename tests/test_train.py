@@ -118,11 +118,16 @@ def test_train_and_evaluate_commands(tmp_path):
   assert final['step'] == 6 and final['num_examples'] == 200
   assert sorted(os.listdir(workdir)) == [
     'checkpoints',
+    'classes.json',  # the sample's batches.meta.txt names the classes
     'config.json',
     'metrics.jsonl',
     'tensorboard',
   ]
   assert os.listdir(workdir / 'tensorboard')
+  assert json.loads((workdir / 'classes.json').read_text())[:2] == [
+    'airplane',
+    'automobile',
+  ]
   saved = json.loads((workdir / 'config.json').read_text())
   assert saved['train']['length'] == 6 and saved['model']['depth'] == 8
   kinds = [r['kind'] for r in map(json.loads, open(workdir / 'metrics.jsonl'))]
