@@ -72,7 +72,8 @@ def evaluate_workdir(
 ) -> dict:
   """Metrics of the latest checkpoint in `workdir`: CIFAR on its eval
   split, ImageNet on val with data.eval_protocol."""
-  imagenet = config.data.name not in cifar_data.LABEL_BYTES  # or like it
+  # ImageNet, or any image folder or tfds dataset (fine-tuning runs)
+  imagenet = config.data.name not in cifar_data.LABEL_BYTES
   mesh = steps.make_mesh()
   batch = config.train.eval_batch_size
   if batch <= 0 or batch % mesh.size:

@@ -35,11 +35,7 @@ def inherit(config) -> None:
   """Checks finetune.init_from against the config and copies the source's
   input normalisation into it. Raises ConfigError; reads only the
   source's config.json, so it runs before anything compiles."""
-  ft = config.finetune
-  if ft.mode not in ('full', 'linear_probe'):
-    raise ConfigError(
-      f'finetune.mode={ft.mode!r} is not one of full, linear_probe'
-    )
+  ft = config.finetune  # (its mode is checked with the optimizer)
   if not ft.init_from:
     raise ConfigError(
       'finetune.init_from=DIR is required: the workdir of a training run '
@@ -98,7 +94,7 @@ def source_state(config) -> steps.TrainState:
   reads it whole; no device holds more than its replica)."""
   init_from = config.finetune.init_from
   local = steps.make_mesh(jax.local_devices())
-  _, _, state = rundir.load(init_from, rundir.saved_config(init_from), local)
+  _, _, state = rundir.load(init_from, mesh=local)
   return state
 
 

@@ -15,6 +15,8 @@ datasets) are decoded whole, then cropped.
 
 import tensorflow as tf
 
+from resnet_jax import imagenet_data
+
 CROP = 224
 TEN_CROP_SIDE = 256  # shorter side before the 10 crops (and the centre crop)
 
@@ -28,7 +30,7 @@ def to_uint8(image):
 
 
 def is_jpeg(data):
-  return tf.equal(tf.strings.substr(data, 0, 3), b'\xff\xd8\xff')
+  return tf.equal(tf.strings.substr(data, 0, 3), imagenet_data.JPEG_MAGIC)
 
 
 def decode(data):

@@ -13,13 +13,14 @@ from resnet_jax import cifar_data
 from resnet_jax.errors import ConfigError
 
 # Keys added to the configs after runs were saved without them, with the
-# value that reproduces those runs: an old workdir reads as if it had it,
-# where the config file it came from now has the key (added_keys).
+# value that reproduces those runs: an old workdir reads as if it had it
+# (added_keys).
 ADDED_KEYS = {  # flattened form
   'model.input_scale': (1.0, 1.0, 1.0),
-  'data.train_split': 'train',  # ImageNet-style configs only
+  'data.train_split': 'train',
   'data.val_split': 'validation',
 }
+NOT_IN_CIFAR = ('data.train_split', 'data.val_split')  # tfds splits
 
 # Keys a resumed run may change without changing what is being trained.
 SAFE_TO_CHANGE = frozenset(
@@ -70,8 +71,8 @@ def check_compatible(workdir: str, config) -> None:
       f'{path} is unreadable ({e}); move it away to start '
       'afresh or restore it to resume'
     ) from e
+  saved.update(added_keys(saved))
   now = flatten(json.loads(config.to_json_best_effort()))
-  saved = {**{k: v for k, v in ADDED_KEYS.items() if k in now}, **saved}
   changed = sorted(
     k
     for k in saved.keys() | now.keys()
@@ -90,13 +91,13 @@ def check_compatible(workdir: str, config) -> None:
 
 
 def added_keys(flat_saved: dict) -> dict:
-  """The ADDED_KEYS missing from a saved config whose config file has them
-  now: all but the data splits on CIFAR, which has no such keys."""
+  """The ADDED_KEYS missing from a saved (flattened) config that its
+  config file has now."""
   cifar = flat_saved.get('data.name') in cifar_data.LABEL_BYTES
   return {
     k: v
     for k, v in ADDED_KEYS.items()
-    if k not in flat_saved and not (cifar and k.endswith('_split'))
+    if k not in flat_saved and not (cifar and k in NOT_IN_CIFAR)
   }
 
 
