@@ -78,7 +78,7 @@ def get_config(arg: str = 'resnet50,stride=v1.5') -> config_dict.ConfigDict:
   data.lighting_std = 0.0
   data.mean = 'channel'  # replaced by the source's (finetune.inherit)
   data.mean_images = 0  # unused: the source's mean is kept
-  data.shuffle_buffer = 16384
+  data.shuffle_buffer = 16384  # tfds records; folders are permuted whole
   data.eval_on = 'val'  # or 'none'
   data.eval_protocol = 'center'  # or 'ten_crop', 'multiscale'
   data.eval_scales = (224, 256, 384, 480, 640)

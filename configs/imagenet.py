@@ -54,8 +54,12 @@ def get_config(arg: str = 'resnet50') -> config_dict.ConfigDict:
   data.scale_range = (256, 480)
   data.lighting_std = 0.1  # AlexNet's PCA colour noise; 0 turns it off
   data.mean = 'pixel'  # per-pixel mean subtraction; or 'channel'
-  data.mean_images = 10000  # training images the mean is estimated from
-  data.shuffle_buffer = 16384  # examples (file names or records)
+  # The mean's sample: this many training images drawn at random over the
+  # whole set (10,000 of 1.28M: about 10 from each class).
+  data.mean_images = 10000
+  # tfds only: records shuffled through this buffer after tfds' per-epoch
+  # file order. An image folder needs none: every epoch is a permutation.
+  data.shuffle_buffer = 16384
   data.eval_on = 'val'  # or 'none'
   # At every evaluation: 'center' (shorter side 256, centre 224), the
   # paper's 'ten_crop', or its fully-convolutional 'multiscale' test at the

@@ -4,6 +4,12 @@ of the ImageNet host input pipeline alone.
   python -m resnet_jax.benchmark --config=configs/cifar10.py:resnet20
   python -m resnet_jax.benchmark --config=configs/imagenet.py:resnet50 \
       --input_only --config.data.image_folder=data/imagenet-sample
+  python -m resnet_jax.benchmark --listing=/tmp/listing --listing_files=100000
+
+`--listing=DIR` times the listing of DIR/train/<class>/ (made first, as
+--listing_files empty files over 1,000 classes, if DIR does not exist),
+and the saving and reading of the run's copy of it, extrapolated to
+ImageNet's 1,281,167 training files.
 
 `step_images_per_sec`: the compiled step called back to back on
 device-resident data, timed after compilation. `loop_images_per_sec`:
@@ -199,10 +205,59 @@ def input_report(config, images: int) -> dict:
   }
 
 
+IMAGENET_TRAIN_FILES = 1_281_167
+
+
+def make_folder(root: str, files: int, classes: int = 1000):
+  """ROOT/train/<class>/*.JPEG: `files` empty files over `classes`
+  folders named like ImageNet's, for timing a listing."""
+  for c in range(classes):
+    folder = os.path.join(root, 'train', f'n{c:08d}')
+    os.makedirs(folder)
+    for i in range(c, files, classes):
+      open(os.path.join(folder, f'n{c:08d}_{i}.JPEG'), 'w').close()
+
+
+def listing_report(root: str, files: int) -> dict:
+  """Files/s of listing ROOT/train, and of the workdir's copy of it."""
+  from resnet_jax import imagenet_data
+
+  if not os.path.exists(root):
+    make_folder(root, files)
+  start = time.perf_counter()
+  listing = imagenet_data.list_image_folder(root, 'train')
+  seconds = time.perf_counter() - start
+  with tempfile.TemporaryDirectory() as workdir:
+    path = os.path.join(workdir, imagenet_data.LISTING)
+    start = time.perf_counter()
+    listing.save(path)
+    saved = time.perf_counter() - start
+    start = time.perf_counter()
+    imagenet_data.Listing.load(path, root)
+    loaded = time.perf_counter() - start
+  n = len(listing)
+  return dict(
+    files=n,
+    classes=len(listing.classes),
+    list_seconds=round(seconds, 3),
+    files_per_sec=round(n / seconds),
+    imagenet_list_seconds=round(IMAGENET_TRAIN_FILES * seconds / n, 1),
+    imagenet_save_seconds=round(IMAGENET_TRAIN_FILES * saved / n, 1),
+    imagenet_resume_read_seconds=round(IMAGENET_TRAIN_FILES * loaded / n, 1),
+  )
+
+
 def main(argv):
   if len(argv) > 1:
     raise errors.ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.listing:
+    report = listing_report(FLAGS.listing, FLAGS.listing_files)
+    report.update(date=datetime.date.today().isoformat(), host=platform.node())
+    print(json.dumps(report))
+    return
   config = FLAGS.config
+  if config is None:
+    raise errors.ConfigError('--config is required (or --listing=DIR)')
   if FLAGS.input_only:
     report = input_report(config, FLAGS.images)
     report.update(date=datetime.date.today().isoformat(), host=platform.node())
@@ -280,6 +335,16 @@ def define_flags():
     None,
     "One device's peak TFLOP/s for `mfu`, where PEAK_FLOPS lacks the device.",
   )
+  flags.DEFINE_string(
+    'listing',
+    None,
+    'Time the listing of DIR/train/<class>/ alone (no config needed).',
+  )
+  flags.DEFINE_integer(
+    'listing_files',
+    100_000,
+    'Empty files to make in --listing=DIR first, if DIR does not exist.',
+  )
   flags.DEFINE_integer(
     'checkpoint_every',
     None,
@@ -289,5 +354,4 @@ def define_flags():
 
 if __name__ == '__main__':
   define_flags()
-  flags.mark_flag_as_required('config')
   errors.run(main)

@@ -55,12 +55,19 @@ def _cifar_bn_batches(config, state, num_batches: int):
     )[0]
 
 
-def _imagenet_bn_batches(config, state, num_batches: int):
+def _imagenet_bn_batches(config, state, num_batches: int, workdir: str):
   """This process's training batches (ImageNet), cropped as in training,
-  mean-subtracted, without the lighting noise."""
-  per_process = config.train.batch_size // jax.process_count()
+  mean-subtracted, without the lighting noise: the first batches of the
+  run's permuted epochs, so drawn at random from the whole training set
+  (the files listed in WORKDIR where the run saved them)."""
+  d = config.data
+  listing = (
+    imagenet_data.training_listing(d.image_folder, workdir)
+    if d.image_folder
+    else None
+  )
   ds = imagenet_data.train_dataset(
-    config.data, per_process, seed=config.train.seed
+    d, config.train.batch_size, seed=config.train.seed, listing=listing
   )
   mean = np.asarray(jax.device_get(state.pixel_mean))
   for images, _ in ds.take(num_batches).as_numpy_iterator():
@@ -95,9 +102,12 @@ def evaluate_workdir(
   if imagenet:  # each process evaluates on its own devices
     state = imagenet_eval.localise(evaluator.mesh, state)
   if recompute_bn_batches:
-    batches = (_imagenet_bn_batches if imagenet else _cifar_bn_batches)(
-      config, state, recompute_bn_batches
-    )
+    if imagenet:
+      batches = _imagenet_bn_batches(
+        config, state, recompute_bn_batches, workdir
+      )
+    else:
+      batches = _cifar_bn_batches(config, state, recompute_bn_batches)
     state = eval_lib.recompute_batch_stats(state, model, batches)
   if imagenet:
     result = evaluator(state)

@@ -90,7 +90,9 @@ class Evaluator:
   def _multiscale(self, state):
     """Softmax averaged over the sides and flips of each image (the
     paper's section 3.4), accumulated on the host by the image's index."""
-    _, count, classes = imagenet_data.source(self._data, self._split)
+    count, classes = imagenet_data.num_examples_and_classes(
+      self._data, self._split
+    )
     n = imagenet_data.shard_size(count)
     probs = np.zeros((n, len(classes)), np.float32)
     labels = np.zeros(n, np.int32)

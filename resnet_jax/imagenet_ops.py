@@ -33,6 +33,16 @@ def is_jpeg(data):
   return tf.equal(tf.strings.substr(data, 0, 3), imagenet_data.JPEG_MAGIC)
 
 
+def is_image(data):
+  """Whether encoded bytes start as an image that `decode` reads."""
+  return tf.reduce_any(
+    [
+      tf.equal(tf.strings.substr(data, 0, len(magic)), magic)
+      for magic in imagenet_data.IMAGE_MAGIC
+    ]
+  )
+
+
 def decode(data):
   """An encoded JPEG, PNG, GIF or BMP -> (H, W, 3) uint8."""
   return tf.io.decode_image(data, channels=3, expand_animations=False)

@@ -5,6 +5,8 @@ number of training images, the training mean, a compiled step that needs
 only the state, and an evaluation.
 """
 
+import os
+
 import jax
 import numpy as np
 
@@ -30,6 +32,9 @@ class DeviceResident:
 
   def pixel_mean(self) -> np.ndarray:
     return cifar_data.pixel_mean(self.data.train.images)
+
+  def save_listing(self, workdir: str) -> None:
+    del workdir  # the data are whole files, read in full every run
 
   def train_fn(
     self, mesh, *, model, tx, lr_fn, start_step: int, bare: bool = False
@@ -79,35 +84,53 @@ class Streaming:
   """ImageNet: tf.data decodes and augments on the CPU; uint8 batches go
   to the devices, two in flight, and are normalised there."""
 
-  def __init__(self, config):
+  def __init__(self, config, workdir: str | None = None):
     self._config = config
     _check_data_config(config.data)  # first: cheaper than listing the data
-    _, self.num_train, self.classes = imagenet_data.source(config.data, 'train')
-    if len(self.classes) != config.data.num_classes:
+    d = config.data
+    # An image folder's training files: listed once, saved in the workdir
+    # and reused when the run resumes.
+    self.listing = (
+      imagenet_data.training_listing(d.image_folder, workdir)
+      if d.image_folder
+      else None
+    )
+    if self.listing is not None and jax.process_count() > 1:
+      _check_same_on_every_process(self.listing)
+    self.num_train, self.classes = imagenet_data.num_examples_and_classes(
+      d, 'train', self.listing
+    )
+    if len(self.classes) != d.num_classes:
       raise ConfigError(
         f'{len(self.classes)} classes in the training data but '
-        f'data.num_classes={config.data.num_classes}'
+        f'data.num_classes={d.num_classes}'
       )
-    self.eval_name = config.data.eval_on
+    self.eval_name = d.eval_on
     self._evaluator = None
 
+  def save_listing(self, workdir: str) -> None:
+    """WORKDIR/train_files.txt.gz: the files this run trains on."""
+    path = os.path.join(workdir, imagenet_data.LISTING)
+    if self.listing is not None and not os.path.exists(path):
+      self.listing.save(path)
+
   def pixel_mean(self) -> np.ndarray:
-    """Mean of centre crops of up to data.mean_images training images: per
-    pixel (the paper) or per channel."""
+    """Mean of the centre crops of data.mean_images training images drawn
+    at random over the whole set: per pixel (the paper) or per channel.
+    Each process crops its share of the same sample; the integer sums are
+    added over the processes, so every process gets the same bytes."""
     d = self._config.data
-    ds = imagenet_data.eval_dataset(d, 'train', 64, 'center')
-    total, count = 0.0, 0
-    for views, _, mask in ds.as_numpy_iterator():
-      real = views[mask > 0, 0].astype(np.float64)
-      total = total + real.sum(0)
-      count += len(real)
-      if count >= d.mean_images:
-        break
+    if d.mean not in ('pixel', 'channel'):
+      raise ConfigError(f'data.mean={d.mean!r} is not one of pixel, channel')
+    total, count = imagenet_data.mean_sums(
+      d, self._config.train.seed, listing=self.listing
+    )
+    total, count = _exact_process_sum(total, count)
+    if not count:
+      raise ConfigError("no readable image among the mean's sample")
     mean = (total / count).astype(np.float32)
     if d.mean == 'channel':
       return mean.mean(axis=(0, 1), keepdims=True)
-    if d.mean != 'pixel':
-      raise ConfigError(f'data.mean={d.mean!r} is not one of pixel, channel')
     return mean
 
   def train_fn(
@@ -116,9 +139,12 @@ class Streaming:
     """bare=True feeds the first batch again and again: the step without
     the host pipeline, the reference the benchmark holds the loop to."""
     t = self._config.train
-    per_process = t.batch_size // jax.process_count()
     batches = imagenet_data.train_dataset(
-      self._config.data, per_process, seed=t.seed, start_step=start_step
+      self._config.data,
+      t.batch_size,
+      seed=t.seed,
+      start_step=start_step,
+      listing=self.listing,
     )
     on_device = prefetch_to_mesh(mesh, batches.as_numpy_iterator())
     step = steps.sharded_batch_train_step(
@@ -170,6 +196,9 @@ class Synthetic:
     self.num_train = self.NUM_TRAIN[config.data.name]
     self.eval_name = 'none'
     self.classes = None
+
+  def save_listing(self, workdir: str) -> None:
+    del workdir  # nothing is read
 
   def pixel_mean(self) -> np.ndarray:
     size = self._config.data.image_size
@@ -223,13 +252,44 @@ def _check_data_config(d):
     )
 
 
+def _check_same_on_every_process(listing):
+  """Refuses a job whose processes list different training files (an
+  NFS cache that lags behind on one host): their shards would overlap."""
+  from jax.experimental import multihost_utils
+
+  digest = np.frombuffer(listing.fingerprint()[:16], np.int32)
+  every = np.asarray(multihost_utils.process_allgather(digest))
+  if not (every == every[0]).all():
+    raise ConfigError(
+      f'the processes list different files in {listing.root}/train: is '
+      'the folder the same (and complete) on every host?'
+    )
+
+
+def _exact_process_sum(total: np.ndarray, count: int):
+  """Integer sums added over the processes, exactly."""
+  if jax.process_count() == 1:
+    return total, count
+  from jax.experimental import multihost_utils
+
+  if total.max(initial=0) >= 2**31:
+    raise ConfigError('data.mean_images is too large for exact sums')
+  parts = multihost_utils.process_allgather(
+    (total.astype(np.int32), np.int32(count))
+  )
+  return (
+    np.asarray(parts[0]).sum(axis=0, dtype=np.int64),
+    int(np.asarray(parts[1]).sum()),
+  )
+
+
 def prefetch_to_mesh(mesh, host_batches):
   """Host batches -> batches split over the mesh, two already sent while
   the current step runs, so the devices never wait on a copy."""
   return steps.prefetch(lambda b: steps.shard_batch(mesh, b), host_batches)
 
 
-def for_config(config):
+def for_config(config, workdir: str | None = None):
   """The input a config asks for: CIFAR on the device, anything else (an
   image folder, tfds imagenet2012 or another tfds dataset) streamed."""
   if config.data.name in cifar_data.LABEL_BYTES:
@@ -239,4 +299,4 @@ def for_config(config):
       'no data: set data.image_folder=DIR (DIR/train/<class>/*.jpg) or '
       'data.name to a tfds dataset'
     )
-  return Streaming(config)
+  return Streaming(config, workdir)

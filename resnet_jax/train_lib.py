@@ -49,9 +49,10 @@ class Experiment:
     return optim.to_steps(value, self.config.train.unit, self.steps_per_epoch)
 
 
-def setup(config, devices=None, data=None) -> Experiment:
+def setup(config, devices=None, data=None, workdir=None) -> Experiment:
   """Checks the config and loads the data (or takes `data`, an input such
-  as inputs.Synthetic); raises ConfigError on bad input."""
+  as inputs.Synthetic); raises ConfigError on bad input. A `workdir` that
+  a run has used already gives it the files that run listed."""
   t = config.train
   mesh = steps.make_mesh(devices)
   if t.batch_size <= 0 or t.batch_size % mesh.size:
@@ -69,7 +70,7 @@ def setup(config, devices=None, data=None) -> Experiment:
     model = model.clone(bn_axis_name=steps.AXIS)
   if 'finetune' in config and config.finetune.mode == 'linear_probe':
     model = model.clone(frozen_backbone=True)
-  data = data or inputs.for_config(config)
+  data = data or inputs.for_config(config, workdir)
   steps_per_epoch = data.num_train // t.batch_size
   if steps_per_epoch == 0:
     raise ConfigError(
@@ -155,6 +156,7 @@ def _write_config(exp: Experiment, workdir: str):
     if exp.input.classes:
       with open(os.path.join(workdir, CLASSES), 'w') as f:
         json.dump(list(exp.input.classes), f)
+    exp.input.save_listing(workdir)
 
 
 def _start(exp: Experiment) -> steps.TrainState:
@@ -193,7 +195,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   if 'finetune' in config:  # the source's normalisation, before all else
     finetune.inherit(config)
   resume.check_compatible(workdir, config)  # first: the cheapest refusal
-  exp = setup(config, devices)
+  exp = setup(config, devices, workdir=workdir)
   t = config.train
   _prepare_workdir(workdir)
   mgr = checkpoint.manager(workdir, t.keep_checkpoints)

@@ -76,3 +76,53 @@ def wait_for_step(process, workdir, step: int, timeout: float = 120):
 
 def error_lines(stderr: str) -> list[str]:
   return [line for line in stderr.splitlines() if line.startswith('error:')]
+
+
+def prepare_tfds(data_dir, name: str, images, labels, names) -> None:
+  """Prepares tfds dataset `name` in `data_dir` from uint8 images and
+  labels, as PNG records of one 'train' split, through tfds' own writer
+  (as it prepares any download). tfds.builder(name, data_dir=...) then
+  finds it there."""
+  from etils import epath
+  import tensorflow_datasets as tfds
+
+  shape = images.shape[1:]
+
+  class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version('1.0.0')
+    pkg_dir_path = epath.Path(data_dir)  # no package of metadata files
+
+    def _info(self):
+      return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict(
+          {
+            'image': tfds.features.Image(shape=shape, encoding_format='png'),
+            'label': tfds.features.ClassLabel(names=list(names)),
+          }
+        )
+      )
+
+    def _split_generators(self, dl_manager):
+      return {'train': self._generate_examples()}
+
+    def _generate_examples(self):
+      for i, (image, label) in enumerate(zip(images, labels)):
+        yield i, {'image': image, 'label': int(label)}
+
+  Builder.name = name
+  Builder(data_dir=str(data_dir)).download_and_prepare()
+
+
+def input_sample_config(folder):
+  """The ImageNet config on an image folder at 32x32, with the training
+  mean from a sample of 25 images: for checks of the input alone."""
+  config = load_config('configs/imagenet.py:resnet18')
+  config.data.update(
+    image_folder=str(folder),
+    num_classes=40,
+    image_size=32,
+    scale_range=(37, 69),
+    mean_images=25,
+  )
+  config.train.batch_size = 8
+  return config

@@ -203,41 +203,17 @@ def test_any_tfds_image_dataset_streams_with_held_out_training_slices(
   """A tfds dataset other than ImageNet, prepared locally (as tfds
   prepares any download), with PNG images and no validation split: the
   split keys take tfds slices of its training data."""
-  from etils import epath
-  import tensorflow_datasets as tfds
-
   from resnet_jax import imagenet_data
+  from tests.helpers import prepare_tfds
 
   train, _ = cifar_data.load_local(str(SAMPLE), 'cifar10', 10)
   chosen = np.concatenate(
     [np.flatnonzero(train.labels == c)[:20] for c in CLASSES.values()]
   )
-
-  class TwoCifarClasses(tfds.core.GeneratorBasedBuilder):
-    VERSION = tfds.core.Version('1.0.0')
-    pkg_dir_path = epath.Path(tmp_path)  # no package of metadata files
-
-    def _info(self):
-      return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict(
-          {
-            'image': tfds.features.Image(
-              shape=(32, 32, 3), encoding_format='png'
-            ),
-            'label': tfds.features.ClassLabel(names=list(CLASSES)),
-          }
-        )
-      )
-
-    def _split_generators(self, dl_manager):
-      return {'train': self._generate_examples()}
-
-    def _generate_examples(self):
-      for i in chosen:
-        label = list(CLASSES.values()).index(train.labels[i])
-        yield int(i), {'image': train.images[i], 'label': label}
-
-  TwoCifarClasses(data_dir=str(tmp_path)).download_and_prepare()
+  labels = [list(CLASSES.values()).index(y) for y in train.labels[chosen]]
+  prepare_tfds(
+    tmp_path, 'two_cifar_classes', train.images[chosen], labels, CLASSES
+  )
   config = probe_config('unused', None)
   d = config.data
   d.name, d.tfds_data_dir = 'two_cifar_classes', str(tmp_path)

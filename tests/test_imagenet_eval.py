@@ -48,7 +48,8 @@ def experiment():
 def reference(exp, state, protocol):
   """Each image alone: softmax averaged over its views, one call each."""
   d = exp.config.data
-  paths, labels, _ = imagenet_data.list_image_folder(d.image_folder, 'train')
+  listing = imagenet_data.list_image_folder(d.image_folder, 'train')
+  paths, labels = listing.paths, listing.labels
   side = round(d.image_size * 256 / 224)
   views = {
     'center': lambda j: [imagenet_ops.center_crop(j, side, d.image_size)[None]],

@@ -28,10 +28,11 @@ def take(ds, n):
 
 
 def test_labels_follow_sorted_class_folders():
-  paths, labels, classes = imagenet_data.list_image_folder(str(FOLDER), 'train')
-  assert classes == WNIDS and len(paths) == 40
-  for path, label in zip(paths, labels):
+  listing = imagenet_data.list_image_folder(str(FOLDER), 'train')
+  assert list(listing.classes) == WNIDS and len(listing) == 40
+  for path, label in zip(listing.paths, listing.labels):
     assert os.path.basename(os.path.dirname(path)) == WNIDS[label]
+    assert os.path.isfile(path)
 
 
 @pytest.mark.parametrize('crop', ['scale', 'inception'])
@@ -56,6 +57,54 @@ def test_training_stream_resumes_exactly():
   for (a, la), (b, lb) in zip(whole[5:], resumed):
     np.testing.assert_array_equal(la, lb)
     np.testing.assert_array_equal(a, b)  # same images, same crops
+
+
+def test_two_processes_read_the_rows_of_one_process_batch():
+  """Simulated processes (index, count): each reads its rows of the global
+  batch, with the same crops as one process (seeded by stream position)."""
+  config = data_config(image_size=32, scale_range=(37, 69))
+  one = take(imagenet_data.train_dataset(config, 4, seed=1), 3)
+  halves = [
+    take(imagenet_data.train_dataset(config, 4, seed=1, process=(i, 2)), 3)
+    for i in range(2)
+  ]
+  for step, (images, labels) in enumerate(one):
+    np.testing.assert_array_equal(
+      labels, np.concatenate([h[step][1] for h in halves])
+    )
+    np.testing.assert_array_equal(
+      images, np.concatenate([h[step][0] for h in halves])
+    )
+
+
+def test_listing_reads_no_file_and_a_run_keeps_its_own(tmp_path):
+  """20,000 empty files over 200 classes: listed by name, each one (an
+  empty file is no JPEG: a listing that opened files would drop them);
+  the listing saved in a workdir is what a resumed run reads, whatever
+  was added to the folder since."""
+  root = tmp_path / 'big'
+  for c in range(200):
+    folder = root / 'train' / f'n{c:08d}'
+    folder.mkdir(parents=True)
+    for i in range(100):
+      (folder / f'n{c:08d}_{i}.JPEG').touch()
+  (root / 'train' / 'n00000000' / 'notes.txt').touch()  # not by name
+  listing = imagenet_data.list_image_folder(str(root), 'train')
+  assert len(listing) == 20000 and len(listing.classes) == 200
+  np.testing.assert_array_equal(listing.labels, np.repeat(np.arange(200), 100))
+  assert listing.files[101] == 'n00000001/n00000001_1.JPEG'  # sorted
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  listing.save(str(workdir / imagenet_data.LISTING))
+  (root / 'train' / 'n00000005' / 'added.JPEG').touch()
+  imagenet_data.list_image_folder.cache_clear()
+  kept = imagenet_data.training_listing(str(root), str(workdir))
+  assert kept.files == listing.files and kept.classes == listing.classes
+  np.testing.assert_array_equal(kept.labels, listing.labels)
+  assert len(imagenet_data.training_listing(str(root), None)) == 20001
+  (workdir / imagenet_data.LISTING).write_bytes(b'garbage')
+  with pytest.raises(ConfigError, match='unreadable.*move it away'):
+    imagenet_data.training_listing(str(root), str(workdir))
 
 
 def test_center_crop_counts_every_image_once_with_a_padded_mask():
@@ -113,25 +162,28 @@ def test_bad_folders(tmp_path):
     imagenet_data.eval_dataset(data_config(), 'train', 1, 'twelve_crop')
 
 
-def test_non_jpeg_skipped_corrupt_jpeg_skipped(tmp_path, caplog):
+def test_files_that_are_no_image_or_corrupt_are_skipped_when_read(
+  tmp_path, capfd
+):
   root = tmp_path / 'folder'
   shutil.copytree(FOLDER, root)
   first = root / 'train' / WNIDS[0]
-  (first / 'fake.jpg').write_bytes(b'\x89PNG\r\n\x1a\n' + b'0' * 100)
+  (first / 'fake.jpg').write_bytes(b'<html>not found</html>' + b'0' * 100)
   good = next(first.glob('*.JPEG')).read_bytes()
   (first / 'cut.jpg').write_bytes(good[:400])  # a JPEG cut short
-  paths, _, _ = imagenet_data.list_image_folder(str(root), 'train')
-  assert str(first / 'fake.jpg') not in paths and len(paths) == 41
-  assert any('fake.jpg: not a JPEG' in r.getMessage() for r in caplog.records)
-  ds = imagenet_data.train_dataset(data_config(root), 41, seed=0)
-  ((images, labels),) = take(ds, 1)  # the cut file is dropped, not fatal
-  assert images.shape == (41, 224, 224, 3)
+  listing = imagenet_data.list_image_folder(str(root), 'train')
+  assert len(listing) == 42  # listed by name: nothing is opened
+  ds = imagenet_data.train_dataset(data_config(root), 40, seed=0)
+  ((images, labels),) = take(ds, 1)  # both dropped, not fatal
+  assert images.shape == (40, 224, 224, 3) and images.std() > 10
+  assert f'skipping {first / "fake.jpg"} (not a JPEG' in capfd.readouterr().err
   for protocol, batch in (('center', 41), ('multiscale', 8)):
     ds = imagenet_data.eval_dataset(
       data_config(root), 'train', batch, protocol, side=64
     )
     counted = sum(int(m.sum()) for _, _, m, *_ in take(ds, 100))
     assert counted == 40  # in evaluation too: every other image once
+  assert 'fake.jpg (not a JPEG' in capfd.readouterr().err
 
 
 def imagenet_train_config(root, length=4):
@@ -166,6 +218,7 @@ def imagenet_train_config(root, length=4):
 
 
 def test_image_folder_trains_resumes_and_evaluates(tmp_path):
+  from resnet_jax import inputs
   from resnet_jax import train_lib
   from tests.helpers import read_metrics
 
@@ -179,7 +232,20 @@ def test_image_folder_trains_resumes_and_evaluates(tmp_path):
   records = read_metrics(workdir)
   assert [r['step'] for r in records] == [1, 2, 3, 4]
   assert all(np.isfinite(r['loss']) for r in records)
-  # Resume for two more steps: the stream skips what was consumed.
+  # Resume for two more steps: the stream skips what was consumed, from
+  # the files the run listed, not what the folder holds now.
+  saved = imagenet_data.Listing.load(
+    str(workdir / imagenet_data.LISTING), str(root)
+  )
+  assert (
+    saved.files == imagenet_data.list_image_folder(str(root), 'train').files
+  )
+  shutil.copy(
+    root / 'val' / WNIDS[0] / os.listdir(root / 'val' / WNIDS[0])[0],
+    root / 'train' / WNIDS[1] / 'added.JPEG',
+  )
+  imagenet_data.list_image_folder.cache_clear()
+  assert inputs.for_config(config, str(workdir)).num_train == 40
   more = train_lib.train_and_evaluate(
     imagenet_train_config(root, 6), str(workdir)
   )
@@ -261,3 +327,55 @@ def test_input_benchmark_prints_json():
     'eval_multiscale_images_per_sec_per_core',
   ):
     assert report[key] > 0, key
+
+
+def test_tfds_epochs_each_a_new_order_split_over_processes(tmp_path):
+  """A tfds dataset of 48 real CIFAR pictures, each its own class (the
+  label names the record): every epoch reads every record once in a new
+  order, two processes read disjoint halves, and a resumed stream equals
+  the uninterrupted one, crops included."""
+  from resnet_jax import cifar_data
+  from tests.helpers import SAMPLE
+  from tests.helpers import prepare_tfds
+
+  train, _ = cifar_data.load_local(str(SAMPLE), 'cifar10', 10)
+  names = [f'record{i}' for i in range(48)]
+  prepare_tfds(tmp_path, 'forty_eight', train.images[:48], range(48), names)
+  config = data_config(
+    None,
+    name='forty_eight',
+    tfds_data_dir=str(tmp_path),
+    image_size=32,
+    scale_range=(37, 69),
+    shuffle_buffer=16,
+  )
+
+  def labels(ds, steps):
+    return np.concatenate([y for _, y in take(ds, steps)])
+
+  stream = labels(imagenet_data.train_dataset(config, 8, seed=0), 18)
+  epochs = stream.reshape(3, 48)
+  for epoch in epochs:
+    assert sorted(epoch) == list(range(48))
+  assert len({tuple(e) for e in epochs}) == 3  # each epoch its own order
+  halves = [
+    labels(imagenet_data.train_dataset(config, 8, 0, process=(i, 2)), 6)
+    for i in range(2)
+  ]
+  assert sorted(np.concatenate(halves)) == list(range(48))
+  whole = take(imagenet_data.train_dataset(config, 8, seed=0), 9)
+  resumed = take(imagenet_data.train_dataset(config, 8, 0, start_step=7), 2)
+  for (a, la), (b, lb) in zip(whole[7:], resumed):
+    np.testing.assert_array_equal(la, lb)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_listing_benchmark_makes_and_times_a_folder(tmp_path):
+  from resnet_jax import benchmark
+
+  report = benchmark.listing_report(str(tmp_path / 'made'), 3000)
+  assert (report['files'], report['classes']) == (3000, 1000)
+  assert report['files_per_sec'] > 0
+  assert report['imagenet_list_seconds'] == pytest.approx(
+    report['list_seconds'] * 1_281_167 / 3000, rel=0.05, abs=0.1
+  )
