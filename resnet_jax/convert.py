@@ -61,9 +61,11 @@ def import_checkpoint(config, torch_path: str, workdir: str) -> dict:
     pixel_mean=jnp.asarray(mean),
   )
   os.makedirs(workdir, exist_ok=True)
-  mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
-  checkpoint.save(mgr, 0, state)
-  mgr.wait_until_finished()
+  saver = checkpoint.Saver(
+    checkpoint.manager(workdir, config.train.keep_checkpoints)
+  )
+  saver.save(0, state)
+  saver.wait()
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
   return dict(

@@ -1,8 +1,12 @@
 """One error type for bad input, and the way command-line tools report it."""
 
+import contextlib
 import functools
+import logging as py_logging
+import os
 import re
 import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -23,6 +27,52 @@ class Stopped(Exception):
   def __init__(self, message: str, exit_code: int):
     super().__init__(message)
     self.exit_code = exit_code
+
+
+class WriteFailed(Stopped):
+  """A file of the run could not be written (a full disk, a lost mount,
+  a permission taken away): the run stops with one line naming the path,
+  and its checkpoints already saved stay as they were."""
+
+  EXIT_CODE = 74  # sysexits' EX_IOERR
+
+  def __init__(self, path: str, what: str, cause: BaseException):
+    reason = _os_reason(cause)
+    if reason is None:
+      lines = str(cause).strip().splitlines() or [type(cause).__name__]
+      reason = lines[0][:200]
+    super().__init__(
+      f'error: {what}: could not write {path} ({reason}); the checkpoints '
+      'saved before are intact: free space (or fix the mount) and run the '
+      'same command to resume',
+      self.EXIT_CODE,
+    )
+
+
+def _os_reason(error: BaseException) -> str | None:
+  """The operating system's words for a failed write, if it gave any:
+  an OSError in the exception's chain, or the errno that TensorStore (the
+  checkpoints' writer) quotes as os_error_code='28'."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.strerror:
+      return error.strerror
+    code = re.search(r"os_error_code='(\d+)'", str(error))
+    if code:
+      return os.strerror(int(code.group(1)))
+    error = error.__cause__ or error.__context__
+  return None
+
+
+@contextlib.contextmanager
+def writing(path: str, what: str):
+  """A block whose OSError (ENOSPC, EIO, EACCES...) ends the run as
+  WriteFailed(path, what)."""
+  try:
+    yield
+  except OSError as e:
+    raise WriteFailed(path, what, e) from e
 
 
 def _fail(message: str):
@@ -59,6 +109,40 @@ def _parse_flags(argv):
     _fail(_one_line(e))
 
 
+class _OrbaxErrorsReraised(py_logging.Filter):
+  """Drops the ERROR records of a failed Orbax save (tracebacks from its
+  background threads, and asyncio's about its unretrieved tasks): the
+  same failure reaches the run as an exception, which it reports on one
+  line (WriteFailed)."""
+
+  def filter(self, record):
+    if record.levelno < py_logging.ERROR:
+      return True
+    orbax = f'{os.sep}orbax{os.sep}'
+    if orbax in record.pathname:
+      return False
+    if record.name != 'asyncio':
+      return True
+    text = record.getMessage()
+    if record.exc_info:
+      text += ''.join(traceback.format_exception(*record.exc_info))
+    return 'orbax' not in text  # its tasks, or its checkpoint-tmp paths
+
+
+def _ignore_closed_event_loops(previous):
+  """sys.unraisablehook without the tracebacks TensorStore reports when
+  its writes complete after a failed Orbax save has closed the event loop
+  they report to; the failure itself is reported as WriteFailed."""
+
+  def hook(unraisable):
+    value = unraisable.exc_value
+    if isinstance(value, RuntimeError) and str(value) == 'Event loop is closed':
+      return
+    previous(unraisable)
+
+  return hook
+
+
 def run(main):
   """`app.run(main)` where a bad flag, config file, override or ConfigError
   ends the program with one line on stderr and exit status 2."""
@@ -67,6 +151,8 @@ def run(main):
   def checked_main(argv):
     if not flags.FLAGS['verbosity'].present:  # Orbax logs much at INFO
       logging.set_verbosity(logging.WARNING)
+      logging.get_absl_handler().addFilter(_OrbaxErrorsReraised())
+      sys.unraisablehook = _ignore_closed_event_loops(sys.unraisablehook)
     try:
       return main(argv)
     except ConfigError as e:

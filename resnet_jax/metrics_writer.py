@@ -10,22 +10,39 @@ import sys
 import time
 
 import jax
-from tensorboardX import SummaryWriter
+from tensorboardX import summary
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto import event_pb2
 import tqdm
+
+from resnet_jax.errors import WriteFailed
+from resnet_jax.errors import writing
 
 
 class MetricsWriter:
   """One JSON object per event in WORKDIR/metrics.jsonl (appended, so a
   resumed run continues the file), the same scalars in TensorBoard event
-  files, and a progress bar on a terminal or plain lines elsewhere."""
+  files, and a progress bar on a terminal or plain lines elsewhere.
+
+  Both files are written and flushed at each event, in this thread: a
+  failed write (a full disk) raises errors.WriteFailed naming the file,
+  never a traceback from a background thread."""
 
   def __init__(self, workdir: str, total_steps: int, start_step: int):
     self._chief = jax.process_index() == 0
     self._bar = None
+    self._jsonl = self._tb = None
     if not self._chief:
       return
-    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
-    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    self._jsonl_path = os.path.join(workdir, 'metrics.jsonl')
+    tb_dir = os.path.join(workdir, 'tensorboard')
+    with writing(tb_dir, 'creating the TensorBoard log'):
+      os.makedirs(tb_dir, exist_ok=True)
+      self._tb = EventsWriter(os.path.join(tb_dir, 'events'))
+      self._tb_path = self._tb._file_name  # the file being written
+      self._tb.flush()
+    with writing(self._jsonl_path, 'opening the metrics log'):
+      self._jsonl = open(self._jsonl_path, 'a')
     if sys.stderr.isatty():
       self._bar = tqdm.tqdm(
         total=total_steps, initial=start_step, unit='step', dynamic_ncols=True
@@ -36,11 +53,20 @@ class MetricsWriter:
     if not self._chief:
       return
     record = dict(step=step, kind=kind, time=time.time(), **scalars)
-    self._jsonl.write(json.dumps(record) + '\n')
-    self._jsonl.flush()
-    for name, value in scalars.items():
-      if isinstance(value, (int, float)) and math.isfinite(value):
-        self._tb.add_scalar(f'{kind}/{name}', value, step)
+    with writing(self._jsonl_path, 'logging metrics'):
+      self._jsonl.write(json.dumps(record) + '\n')
+      self._jsonl.flush()
+    with writing(self._tb_path, 'logging to TensorBoard'):
+      for name, value in scalars.items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+          self._tb.write_event(
+            event_pb2.Event(
+              wall_time=record['time'],
+              step=step,
+              summary=summary.scalar(f'{kind}/{name}', value),
+            )
+          )
+      self._tb.flush()
     shown = ', '.join(f'{k}={_fmt(v)}' for k, v in scalars.items())
     if self._bar is not None:
       if kind == 'train':
@@ -51,13 +77,23 @@ class MetricsWriter:
     else:
       print(f'step {step} {kind}: {shown}', file=sys.stderr, flush=True)
 
-  def close(self):
+  def close(self, raise_errors: bool = True):
+    """Closes the files (again: a no-op)."""
     if not self._chief:
       return
     if self._bar is not None:
       self._bar.close()
-    self._tb.close()
-    self._jsonl.close()
+      self._bar = None
+    for name in ('_tb', '_jsonl'):
+      handle, path = getattr(self, name), getattr(self, f'{name}_path', '')
+      setattr(self, name, None)
+      if handle is None:
+        continue
+      try:
+        handle.close()
+      except OSError as e:
+        if raise_errors:
+          raise WriteFailed(path, 'closing the metrics logs', e) from e
 
 
 def _fmt(value):

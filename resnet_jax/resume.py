@@ -10,6 +10,7 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from resnet_jax import cifar_data
+from resnet_jax import errors
 from resnet_jax.errors import ConfigError
 
 # Keys added to the configs after runs were saved without them, with the
@@ -102,16 +103,21 @@ def added_keys(flat_saved: dict) -> dict:
 
 
 def restore_newest_readable(
-  mgr: ocp.CheckpointManager, abstract_state, directory: str
+  mgr: ocp.CheckpointManager,
+  abstract_state,
+  directory: str,
+  move_damaged: bool = True,
 ):
   """The newest checkpoint that restores, skipping damaged ones by name.
 
   Checkpoints interrupted mid-write never count: Orbax finalises them by
   renaming a temporary folder. Damaged ones newer than the one restored
   are renamed STEP.damaged (kept for inspection, out of the way of the
-  steps about to be saved again). Returns None if there are no
-  checkpoints; raises ConfigError if there are some but none can be read,
-  rather than start from scratch over them.
+  steps about to be saved again) when `move_damaged`: the run that holds
+  the workdir does so; readers (evaluate, predict) change nothing, as one
+  they skip may be an old checkpoint the training run is deleting.
+  Returns None if there are no checkpoints; raises ConfigError if there
+  are some but none can be read, rather than start from scratch over them.
   """
   damaged = []
   for step in sorted(mgr.all_steps(), reverse=True):
@@ -123,7 +129,7 @@ def restore_newest_readable(
       logging.warning('checkpoint %s is damaged and skipped: %s', path, reason)
       damaged.append((path, reason))
       continue
-    if damaged:
+    if damaged and move_damaged:
       _move_aside([path for path, _ in damaged])
       mgr.reload()
     return state
@@ -166,6 +172,11 @@ def truncate_metrics(workdir: str, step: int) -> None:
       continue
   if len(kept) != len(lines):
     tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      f.writelines(kept)
-    os.replace(tmp, path)  # atomic: never a half-written log
+    with errors.writing(path, 'rewriting the metrics log'):
+      try:
+        with open(tmp, 'w') as f:
+          f.writelines(kept)
+        os.replace(tmp, path)  # atomic: never a half-written log
+      finally:
+        if os.path.exists(tmp):
+          os.remove(tmp)

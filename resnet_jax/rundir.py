@@ -97,9 +97,12 @@ def restore(config, workdir, model, shape, mean_shape, mesh):
   directory = os.path.join(workdir, 'checkpoints')
   if not os.path.isdir(directory):
     raise ConfigError(f'no checkpoint in {directory}')
-  mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  # Read-only: a run may be training in this workdir meanwhile.
+  mgr = checkpoint.manager(workdir, config.train.keep_checkpoints, True)
   abstract = abstract_state(model, tx, shape, mesh, mean_shape)
-  state = resume.restore_newest_readable(mgr, abstract, directory)
+  state = resume.restore_newest_readable(
+    mgr, abstract, directory, move_damaged=False
+  )
   if state is None:
     raise ConfigError(f'no checkpoint in {directory}')
   return state

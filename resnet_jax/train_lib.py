@@ -18,13 +18,16 @@ import jax
 import jax.numpy as jnp
 
 from resnet_jax import checkpoint
+from resnet_jax import errors
 from resnet_jax import finetune
+from resnet_jax import imagenet_data
 from resnet_jax import inputs
 from resnet_jax import metrics_writer
 from resnet_jax import models
 from resnet_jax import optim
 from resnet_jax import preemption
 from resnet_jax import resume
+from resnet_jax import run_lock
 from resnet_jax import steps
 from resnet_jax.errors import ConfigError
 from resnet_jax.errors import Stopped
@@ -150,13 +153,32 @@ def _prepare_workdir(workdir: str):
 def _write_config(exp: Experiment, workdir: str):
   """config.json, and classes.json (the class names, for
   resnet_jax.predict) where the data has names."""
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(exp.config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
-    if exp.input.classes:
-      with open(os.path.join(workdir, CLASSES), 'w') as f:
-        json.dump(list(exp.input.classes), f)
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(workdir, 'config.json')
+  with errors.writing(path, 'writing the config'):
+    text = exp.config.to_json_best_effort(indent=2, sort_keys=True) + '\n'
+    _replace(path, text)
+  if exp.input.classes:
+    path = os.path.join(workdir, CLASSES)
+    with errors.writing(path, 'writing the class names'):
+      _replace(path, json.dumps(list(exp.input.classes)))
+  path = os.path.join(workdir, imagenet_data.LISTING)
+  with errors.writing(path, 'writing the list of training files'):
     exp.input.save_listing(workdir)
+
+
+def _replace(path: str, text: str):
+  """Writes `text` to `path` whole or not at all: a full disk never
+  leaves a config.json cut short."""
+  tmp = f'{path}.tmp{os.getpid()}'
+  try:
+    with open(tmp, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def _start(exp: Experiment) -> steps.TrainState:
@@ -188,18 +210,25 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   """Trains (resuming from WORKDIR/checkpoints if there are any), evaluates
   every `train.eval_every` and at the end; returns the final metrics.
 
-  Stops with errors.Stopped on SIGTERM/SIGINT (after saving a checkpoint
-  at the current step) and on a non-finite loss or gradient (keeping the
-  last good checkpoint).
+  Refuses a workdir that another run holds (run_lock). Stops with
+  errors.Stopped on SIGTERM/SIGINT (after saving a checkpoint at the
+  current step), on a non-finite loss or gradient (keeping the last good
+  checkpoint), and on a failed write (errors.WriteFailed: a full disk).
   """
   if 'finetune' in config:  # the source's normalisation, before all else
     finetune.inherit(config)
   resume.check_compatible(workdir, config)  # first: the cheapest refusal
   exp = setup(config, devices, workdir=workdir)
-  t = config.train
   _prepare_workdir(workdir)
-  mgr = checkpoint.manager(workdir, t.keep_checkpoints)
-  state = _restore(exp, mgr, workdir)
+  with run_lock.hold(workdir):
+    return _train(exp, workdir)
+
+
+def _train(exp: Experiment, workdir: str) -> dict:
+  """The loop of train_and_evaluate, in a workdir this run holds."""
+  t = exp.config.train
+  saver = checkpoint.Saver(checkpoint.manager(workdir, t.keep_checkpoints))
+  state = _restore(exp, saver.manager, workdir)
   _write_config(exp, workdir)  # only once the run can really go on
   total, start = exp.total_steps, int(jax.device_get(state.step))
   train_fn = exp.input.train_fn(
@@ -234,13 +263,13 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
           result = run_eval(state)
           writer.write(done, exp.input.eval_name, result)
           log.pause_ended()
-        stop = watcher.requested(done, mgr)
+        stop = watcher.requested(done, saver.manager)
         if due('checkpoint', done) or stop:
           log.flush()
           metrics_writer.fetch_and_check(done, metrics)  # never save NaNs
-          checkpoint.save(mgr, done, state)
+          saver.save(done, state)
         if stop:
-          mgr.wait_until_finished()
+          saver.wait()
           raise Stopped(
             f'{watcher.signal_name} at step {done}: saved '
             f'{os.path.join(workdir, "checkpoints", str(done))}; run the '
@@ -250,9 +279,11 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
       log.flush()
     if start >= total and evaluates:
       result = run_eval(state)  # finished earlier: report, train no more
+    saver.wait()  # a failed last save is an error of this run
+    writer.close()
   except FloatingPointError as e:
-    mgr.wait_until_finished()
-    good = mgr.latest_step()
+    saver.wait(raise_errors=False)
+    good = saver.manager.latest_step()
     kept = (
       f'the last good checkpoint, '
       f'{os.path.join(workdir, "checkpoints", str(good))}, is kept'
@@ -260,9 +291,9 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
       else 'no checkpoint had been saved'
     )
     raise Stopped(f'error: {e}: training stopped; {kept}', 3) from e
-  finally:
-    mgr.wait_until_finished()
-    writer.close()
+  finally:  # after an error: let the background save end, quietly
+    saver.wait(raise_errors=False)
+    writer.close(raise_errors=False)
   if log.steady_images_per_sec:
     result['steady_images_per_sec'] = log.steady_images_per_sec
   result['step'] = int(jax.device_get(state.step))

@@ -55,7 +55,7 @@ def config_for(length=LENGTH, **train):
 def final_state(workdir, config=None):
   config = config or config_for()
   exp = train_lib.setup(config)
-  mgr = checkpoint.manager(str(workdir), 3)
+  mgr = checkpoint.manager(str(workdir), 3, read_only=True)
   return jax.device_get(
     resume.restore_newest_readable(
       mgr, train_lib.initial_state(exp), str(workdir / 'checkpoints')
