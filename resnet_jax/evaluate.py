@@ -24,6 +24,7 @@ import numpy as np
 
 from resnet_jax import augment
 from resnet_jax import cifar_data
+from resnet_jax import config_ranges
 from resnet_jax import errors
 from resnet_jax import eval_lib
 from resnet_jax import imagenet_data
@@ -79,11 +80,12 @@ def evaluate_workdir(
 ) -> dict:
   """Metrics of the latest checkpoint in `workdir`: CIFAR on its eval
   split, ImageNet on val with data.eval_protocol."""
+  config_ranges.check(config)  # the overrides, too
   # ImageNet, or any image folder or tfds dataset (fine-tuning runs)
   imagenet = config.data.name not in cifar_data.LABEL_BYTES
   mesh = steps.make_mesh()
   batch = config.train.eval_batch_size
-  if batch <= 0 or batch % mesh.size:
+  if batch % mesh.size:
     raise ConfigError(
       f'train.eval_batch_size={batch} does not divide over {mesh.size} devices'
     )

@@ -231,12 +231,6 @@ def build(model_cfg, num_classes: int) -> ResNet:
       f'model.shortcut={m.shortcut!r} on a plain net: plain '
       'nets have no shortcut (leave it None)'
     )
-  if len(m.input_scale) != 3 or min(m.input_scale) <= 0:
-    raise ConfigError(
-      f'model.input_scale={m.input_scale} must be 3 positive numbers'
-    )
-  if m.cardinality < 1 or m.base_width < 1:
-    raise ConfigError('model.cardinality and model.base_width must be >= 1')
   preact = m.block == 'preact'
   if m.family == 'cifar':
     n = cifar_blocks_per_stage(m.depth)

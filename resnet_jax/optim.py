@@ -99,12 +99,7 @@ def _head_and_backbone(tx, finetune, params):
   or not at all ('linear_probe', which then keeps no momentum for it)."""
   if finetune.mode == 'linear_probe':
     backbone = optax.set_to_zero()
-  elif finetune.mode == 'full':
-    if not 0 < finetune.backbone_lr_scale:
-      raise ConfigError(
-        f'finetune.backbone_lr_scale={finetune.backbone_lr_scale} must be '
-        'positive (linear_probe freezes the backbone)'
-      )
+  elif finetune.mode == 'full':  # (backbone_lr_scale > 0: config_ranges)
     backbone = optax.chain(tx, optax.scale(finetune.backbone_lr_scale))
   else:
     raise ConfigError(

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from resnet_jax import checkpoint
+from resnet_jax import config_ranges
 from resnet_jax import errors
 from resnet_jax import finetune
 from resnet_jax import imagenet_data
@@ -56,14 +57,15 @@ def setup(config, devices=None, data=None, workdir=None) -> Experiment:
   """Checks the config and loads the data (or takes `data`, an input such
   as inputs.Synthetic); raises ConfigError on bad input. A `workdir` that
   a run has used already gives it the files that run listed."""
+  config_ranges.check(config)  # first: every numeric key in its range
   t = config.train
   mesh = steps.make_mesh(devices)
-  if t.batch_size <= 0 or t.batch_size % mesh.size:
+  if t.batch_size % mesh.size:
     raise ConfigError(
       f'train.batch_size={t.batch_size} does not divide over '
       f'{mesh.size} devices; use a multiple of {mesh.size}'
     )
-  if t.eval_batch_size <= 0 or t.eval_batch_size % mesh.size:
+  if t.eval_batch_size % mesh.size:
     raise ConfigError(
       f'train.eval_batch_size={t.eval_batch_size} does not '
       f'divide over {mesh.size} devices'
@@ -85,19 +87,13 @@ def setup(config, devices=None, data=None, workdir=None) -> Experiment:
   params = jax.eval_shape(model.init, jax.random.key(0), shape)['params']
   tx, lr_fn = optim.optimizer(config, params, steps_per_epoch)
   total = optim.to_steps(t.length, t.unit, steps_per_epoch)
-  for name in ('log_every', 'eval_every', 'checkpoint_every'):
-    if t[name] <= 0:
-      raise ConfigError(f'train.{name}={t[name]} must be positive')
+  _warn_of_boundaries_past_the_end(config, total, steps_per_epoch)
   per_device = t.batch_size // mesh.size
-  if t.microbatches < 1 or per_device % t.microbatches:
+  if per_device % t.microbatches:
     raise ConfigError(
       f'train.microbatches={t.microbatches} does not divide the '
       f'{per_device} examples per device (batch {t.batch_size} over '
       f'{mesh.size} devices)'
-    )
-  if t.steps_per_dispatch < 1:
-    raise ConfigError(
-      f'train.steps_per_dispatch={t.steps_per_dispatch} must be at least 1'
     )
   if t.steps_per_dispatch > 1 and not isinstance(data, inputs.DeviceResident):
     raise ConfigError(
@@ -107,6 +103,23 @@ def setup(config, devices=None, data=None, workdir=None) -> Experiment:
   return Experiment(
     config, mesh, model, tx, lr_fn, data, steps_per_epoch, total
   )
+
+
+def _warn_of_boundaries_past_the_end(config, total: int, steps_per_epoch):
+  """A learning-rate drop at or after the last step never happens: fine
+  for a shortened run, worth a word (a typo in a boundary looks alike)."""
+  o, t = config.optim, config.train
+  if o.schedule != 'step':
+    return
+  for boundary in o.lr_boundaries:
+    if optim.to_steps(boundary, t.unit, steps_per_epoch) >= total:
+      logging.warning(
+        'optim.lr_boundaries: %s is at or past the end of the run '
+        '(train.length=%s %s): the learning rate is not divided there',
+        boundary,
+        t.length,
+        t.unit,
+      )
 
 
 def initial_state(exp: Experiment, pixel_mean=None) -> steps.TrainState:

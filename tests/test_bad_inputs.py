@@ -133,10 +133,10 @@ CASES = {
     "optim.schedule='poly' is not one of",
     2,
   ),
-  'negative-interval': (
-    ['train.py', *TINY, '--config.train.log_every=0'],
+  'out-of-range': (
+    ['train.py', *TINY, '--config.optim.momentum=1.5'],
     None,
-    'train.log_every=0 must be positive',
+    'optim.momentum=1.5 is out of range: must be a number in [0, 1)',
     2,
   ),
   'local-dir-missing': (
@@ -280,8 +280,7 @@ CASES = {
     [
       'train.py',
       *TINY,
-      '--config.optim.lr_boundaries=(1,)',
-      '--config.optim.lr_decay_factor=1e35',
+      '--config.optim.lr=1e35',
     ],
     None,
     'non-finite',

@@ -207,9 +207,10 @@ def test_no_readable_checkpoint_stops_and_keeps_everything(two_checkpoints):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   config = config_for(length=20, checkpoint_every=2)
-  # Sane until update 6, then a learning rate that blows the weights up.
-  config.optim.lr_boundaries = (6,)
-  config.optim.lr_decay_factor = 1e35
+  # Sane until update 6 (a constant warm-up), then a learning rate that
+  # blows the weights up.
+  config.optim.update(warmup='constant', warmup_steps=6, warmup_lr=0.1)
+  config.optim.lr = 1e35
   with pytest.raises(Stopped) as stopped:
     train_lib.train_and_evaluate(config, str(tmp_path))
   message, code = str(stopped.value), stopped.value.exit_code

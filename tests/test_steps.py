@@ -152,7 +152,7 @@ def test_remat_changes_memory_not_results():
     ('eval_batch_size', 100, 'does not divide over 8 devices'),
     ('batch_size', 4096, 'larger than the 2000 training images'),
     ('microbatches', 3, 'does not divide the 2 examples per device'),
-    ('steps_per_dispatch', 0, 'must be at least 1'),
+    ('steps_per_dispatch', 0, 'must be an integer >= 1'),
   ],
 )
 def test_batch_that_does_not_fit_is_rejected(key, value, message):
