@@ -1,14 +1,29 @@
 """Test environment: eight CPU devices for the multi-device tests (must be
-set before JAX is imported) and no accelerator for TensorFlow."""
+set before JAX is imported), no accelerator for TensorFlow, and one
+persistent compilation cache for the whole session.
+
+The cache: most tests compile the same few steps (a ResNet-8 on 8 CPU
+devices); XLA's executables, keyed by their HLO and options, are written
+once and read back by every later test and every command a test starts
+(the environment carries the setting to subprocesses). Same executables,
+so the same results, bit for bit.
+"""
 
 import os
 import pathlib
 import sys
+import tempfile
 
 os.environ['XLA_FLAGS'] = (
   os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
 )
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault(
+  'JAX_COMPILATION_CACHE_DIR',
+  os.path.join(tempfile.gettempdir(), f'resnet_jax_tests_{os.getuid()}'),
+)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -120,6 +120,7 @@ def test_train_and_evaluate_commands(tmp_path):
     'checkpoints',
     'classes.json',  # the sample's batches.meta.txt names the classes
     'config.json',
+    'lock',  # held while it trained; empty now
     'metrics.jsonl',
     'tensorboard',
   ]
