@@ -9,7 +9,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from resnet_jax import errors
-from resnet_jax import train_lib
+from resnet_jax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, logs, metrics.')
@@ -18,9 +18,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, logs, metrics.')
 def main(argv):
   if len(argv) > 1:
     raise errors.ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
-  train_lib.initialize_distributed()
-  result = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  print(train_lib.summary_line(result))
+  loop.initialize_distributed()
+  result = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  print(loop.summary_line(result))
 
 
 if __name__ == '__main__':

@@ -21,7 +21,7 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from resnet_jax import models  # noqa: E402
+from resnet_jax.model import resnet  # noqa: E402
 
 _BATCH = flags.DEFINE_integer('batch', 128, 'Images per call.')
 _REPEATS = flags.DEFINE_integer('repeats', 20, 'Timed calls per figure.')
@@ -59,7 +59,7 @@ def conv_figures(batch: int) -> dict:
 
 def network_figures(batch: int) -> dict:
   """ResNet-20 in training mode: the loss, and its gradient."""
-  model = models.ResNet20()
+  model = resnet.ResNet20()
   x = jnp.ones((batch, 32, 32, 3))
   y = jnp.zeros(batch, jnp.int32)
   variables = model.init(jax.random.key(0), x)

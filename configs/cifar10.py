@@ -19,12 +19,12 @@ The paper's test errors (Table 6): ResNet-20 8.75%, -32 7.51%, -44 7.17%,
 
 from ml_collections import config_dict
 
-from resnet_jax import config_args
+from resnet_jax.config import arguments
 
 
 def get_config(arg: str = 'resnet20') -> config_dict.ConfigDict:
   config = config_dict.ConfigDict()
-  config.model = config_args.model_config(arg, family='cifar')
+  config.model = arguments.model_config(arg, family='cifar')
 
   config.data = data = config_dict.ConfigDict()
   data.name = 'cifar10'  # tfds name: 'cifar10' or 'cifar100'

@@ -28,7 +28,7 @@ evaluation on val/ of the folder or data.val_split of the tfds dataset.
 
 from ml_collections import config_dict
 
-from resnet_jax import config_args
+from resnet_jax.config import arguments
 from resnet_jax.errors import ConfigError
 
 MODES = ('full', 'linear_probe')
@@ -49,7 +49,7 @@ def get_config(arg: str = 'resnet50,stride=v1.5') -> config_dict.ConfigDict:
   if family not in ('imagenet', 'cifar'):
     raise ConfigError(f'family={family!r} is not one of imagenet, cifar')
   config = config_dict.ConfigDict()
-  config.model = config_args.model_config(
+  config.model = arguments.model_config(
     ','.join([name, *options]), family=family
   )
 

@@ -21,7 +21,7 @@ ResNet-18 27.88%, ResNet-34 A 25.03% (B 24.52%, C 24.19%), plain-18
 
 from ml_collections import config_dict
 
-from resnet_jax import config_args
+from resnet_jax.config import arguments
 
 
 def get_config(arg: str = 'resnet50') -> config_dict.ConfigDict:
@@ -32,7 +32,7 @@ def get_config(arg: str = 'resnet50') -> config_dict.ConfigDict:
     options.remove('schedule=paper')
     schedule = 'paper'
   config = config_dict.ConfigDict()
-  config.model = config_args.model_config(
+  config.model = arguments.model_config(
     ','.join([name, *options]), family='imagenet'
   )
 

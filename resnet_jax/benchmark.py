@@ -13,7 +13,7 @@ ImageNet's 1,281,167 training files.
 
 `step_images_per_sec`: the compiled step called back to back on
 device-resident data, timed after compilation. `loop_images_per_sec`:
-train_lib.train_and_evaluate itself (batch selection, metrics fetched when
+loop.train_and_evaluate itself (batch selection, metrics fetched when
 logged, logging, the final checkpoint) in a temporary workdir, with
 evaluation off and the compiling first log interval excluded. The last
 stdout line is one JSON object.
@@ -31,8 +31,8 @@ import jax
 from ml_collections import config_flags
 
 from resnet_jax import errors
-from resnet_jax import inputs
-from resnet_jax import train_lib
+from resnet_jax.data import inputs
+from resnet_jax.train import loop
 
 FLAGS = flags.FLAGS
 
@@ -44,10 +44,8 @@ def step_report(
   resident dataset; ImageNet: one host batch, fed again and again;
   `synthetic`: one random batch, no data read at all): images/s, and the
   seconds the first call took beyond a steady one (compilation)."""
-  exp = train_lib.setup(
-    config, data=inputs.Synthetic(config) if synthetic else None
-  )
-  state = train_lib.initial_state(exp)
+  exp = loop.setup(config, data=inputs.Synthetic(config) if synthetic else None)
+  state = loop.initial_state(exp)
   train_fn = exp.input.train_fn(
     exp.mesh,
     model=exp.model,
@@ -99,10 +97,10 @@ def utilisation(
   and the backward's two products), counted from the layers' shapes; the
   peak is the device's (PEAK_FLOPS, or `peak_tflops`). Also the peak
   device memory, where the platform reports it (not on CPU)."""
-  from resnet_jax import models
   from resnet_jax import summary
+  from resnet_jax.model import resnet
 
-  model = models.build(config.model, config.data.num_classes)
+  model = resnet.build(config.model, config.data.num_classes)
   macs = summary.count(model, config.data.image_size)['macs']
   achieved = 6 * macs * images_per_sec
   device = jax.devices()[0]
@@ -139,7 +137,7 @@ def loop_images_per_sec(
   config.data.eval_on = 'none'
   t.checkpoint_every = checkpoint_every or t.length
   with tempfile.TemporaryDirectory() as workdir:
-    result = train_lib.train_and_evaluate(config, workdir)
+    result = loop.train_and_evaluate(config, workdir)
   return result['steady_images_per_sec']
 
 
@@ -156,25 +154,25 @@ def _images_per_sec(dataset, images: int) -> float:
 
 def input_report(config, images: int) -> dict:
   """Host pipeline images/s per core on config.data's training images."""
-  from resnet_jax import imagenet_data
-  from resnet_jax import imagenet_ops
+  from resnet_jax.data import image_ops
+  from resnet_jax.data import image_sets
 
   data = config.data
   cores = len(os.sched_getaffinity(0))
   batch = 64
   report = dict(cores=cores, images=images, train_crop=data.train_crop)
-  train = imagenet_data.train_dataset(data, batch, seed=0)
+  train = image_sets.train_dataset(data, batch, seed=0)
   report['input_images_per_sec_per_core'] = (
     _images_per_sec(train, images) / cores
   )
   # The reference: each whole JPEG decoded, and nothing else.
-  files, _, _ = imagenet_data.source(data, 'train')
-  tf = imagenet_data.tensorflow_cpu()
-  read = imagenet_data.read_jpeg(tf, data)
+  files, _, _ = image_sets.source(data, 'train')
+  tf = image_sets.tensorflow_cpu()
+  read = image_sets.read_jpeg(tf, data)
   bare = (
     files.repeat()
     .map(
-      lambda *example: tf.shape(imagenet_ops.decode(read(*example)[0])),
+      lambda *example: tf.shape(image_ops.decode(read(*example)[0])),
       num_parallel_calls=tf.data.AUTOTUNE,
     )
     .batch(batch)
@@ -185,7 +183,7 @@ def input_report(config, images: int) -> dict:
     _images_per_sec(bare, images) / cores
   )
   for protocol in ('center', 'ten_crop'):
-    ds = imagenet_data.eval_dataset(data, 'train', batch, protocol).repeat()
+    ds = image_sets.eval_dataset(data, 'train', batch, protocol).repeat()
     report[f'eval_{protocol}_images_per_sec_per_core'] = (
       _images_per_sec(ds, images) / cores
     )
@@ -193,7 +191,7 @@ def input_report(config, images: int) -> dict:
   # sum of the per-side times.
   seconds_per_image = 0.0
   for side in data.eval_scales:
-    ds = imagenet_data.eval_dataset(
+    ds = image_sets.eval_dataset(
       data, 'train', 1, 'multiscale', side=side
     ).repeat()
     seconds_per_image += 1 / _images_per_sec(ds, max(images // 10, 40))
@@ -220,20 +218,20 @@ def make_folder(root: str, files: int, classes: int = 1000):
 
 def listing_report(root: str, files: int) -> dict:
   """Files/s of listing ROOT/train, and of the workdir's copy of it."""
-  from resnet_jax import imagenet_data
+  from resnet_jax.data import image_sets
 
   if not os.path.exists(root):
     make_folder(root, files)
   start = time.perf_counter()
-  listing = imagenet_data.list_image_folder(root, 'train')
+  listing = image_sets.list_image_folder(root, 'train')
   seconds = time.perf_counter() - start
   with tempfile.TemporaryDirectory() as workdir:
-    path = os.path.join(workdir, imagenet_data.LISTING)
+    path = os.path.join(workdir, image_sets.LISTING)
     start = time.perf_counter()
     listing.save(path)
     saved = time.perf_counter() - start
     start = time.perf_counter()
-    imagenet_data.Listing.load(path, root)
+    image_sets.Listing.load(path, root)
     loaded = time.perf_counter() - start
   n = len(listing)
   return dict(

@@ -22,14 +22,14 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
-from resnet_jax import checkpoint
 from resnet_jax import errors
-from resnet_jax import models
-from resnet_jax import optim
-from resnet_jax import rundir
-from resnet_jax import steps
-from resnet_jax import torch_convert
 from resnet_jax.errors import ConfigError
+from resnet_jax.model import resnet
+from resnet_jax.model import torch_convert
+from resnet_jax.run import checkpoint
+from resnet_jax.run import layout
+from resnet_jax.train import optim
+from resnet_jax.train import steps
 
 FLAGS = flags.FLAGS
 
@@ -43,7 +43,7 @@ def import_checkpoint(config, torch_path: str, workdir: str) -> dict:
       f'{checkpoints} already holds checkpoints: convert into a new --workdir'
     )
   state_dict = torch_convert.read(torch_path)  # before any model is built
-  model = models.build(config.model, config.data.num_classes)
+  model = resnet.build(config.model, config.data.num_classes)
   size = config.data.image_size
   template = jax.eval_shape(
     model.init, jax.random.key(0), jnp.zeros((1, size, size, 3))
@@ -77,9 +77,9 @@ def import_checkpoint(config, torch_path: str, workdir: str) -> dict:
 
 def export_checkpoint(workdir: str, path: str) -> dict:
   """WORKDIR's latest checkpoint -> FILE in torchvision's layout."""
-  config = rundir.saved_config(workdir)
+  config = layout.saved_config(workdir)
   torch_convert.check_config(config.model)  # before reading the checkpoint
-  _, _, state = rundir.load(workdir, config)
+  _, _, state = layout.load(workdir, config)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   state_dict, normalise = torch_convert.export_state_dict(
     variables, state.pixel_mean, config.model.input_scale

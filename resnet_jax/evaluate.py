@@ -22,24 +22,24 @@ import jax
 from ml_collections import config_flags
 import numpy as np
 
-from resnet_jax import augment
-from resnet_jax import cifar_data
-from resnet_jax import config_ranges
 from resnet_jax import errors
-from resnet_jax import eval_lib
-from resnet_jax import imagenet_data
-from resnet_jax import imagenet_eval
-from resnet_jax import models
-from resnet_jax import rundir
-from resnet_jax import steps
-from resnet_jax import train_lib
+from resnet_jax.config import ranges
+from resnet_jax.data import augment
+from resnet_jax.data import cifar
+from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
+from resnet_jax.eval import evaluator
+from resnet_jax.eval import image_evaluator
+from resnet_jax.model import resnet
+from resnet_jax.run import layout
+from resnet_jax.train import loop
+from resnet_jax.train import steps
 
 
 def _cifar_bn_batches(config, state, num_batches: int):
   """Training batches (CIFAR), augmented and normalised as in training;
   the training data must be available."""
-  train = cifar_data.load(config.data).train
+  train = cifar.load(config.data).train
   key = jax.random.key(config.train.seed)
   batch = config.train.batch_size
   positions = jax.numpy.arange(batch)
@@ -63,11 +63,11 @@ def _imagenet_bn_batches(config, state, num_batches: int, workdir: str):
   (the files listed in WORKDIR where the run saved them)."""
   d = config.data
   listing = (
-    imagenet_data.training_listing(d.image_folder, workdir)
+    image_sets.training_listing(d.image_folder, workdir)
     if d.image_folder
     else None
   )
-  ds = imagenet_data.train_dataset(
+  ds = image_sets.train_dataset(
     d, config.train.batch_size, seed=config.train.seed, listing=listing
   )
   mean = np.asarray(jax.device_get(state.pixel_mean))
@@ -80,29 +80,29 @@ def evaluate_workdir(
 ) -> dict:
   """Metrics of the latest checkpoint in `workdir`: CIFAR on its eval
   split, ImageNet on val with data.eval_protocol."""
-  config_ranges.check(config)  # the overrides, too
+  ranges.check(config)  # the overrides, too
   # ImageNet, or any image folder or tfds dataset (fine-tuning runs)
-  imagenet = config.data.name not in cifar_data.LABEL_BYTES
+  imagenet = not cifar.is_cifar(config.data.name)
   mesh = steps.make_mesh()
   batch = config.train.eval_batch_size
   if batch % mesh.size:
     raise ConfigError(
       f'train.eval_batch_size={batch} does not divide over {mesh.size} devices'
     )
-  model = models.build(config.model, config.data.num_classes)
+  model = resnet.build(config.model, config.data.num_classes)
   if imagenet:
-    evaluator = imagenet_eval.Evaluator(
+    images = image_evaluator.Evaluator(
       config.data,
       model=model,
       batch_size=batch,
       protocol=config.data.eval_protocol,
     )
   else:
-    split, _ = cifar_data.load_eval(config.data)
-  shape, mean_shape = rundir.image_shapes(config)
-  state = rundir.restore(config, workdir, model, shape, mean_shape, mesh)
+    split, _ = cifar.load_eval(config.data)
+  shape, mean_shape = layout.image_shapes(config)
+  state = layout.restore(config, workdir, model, shape, mean_shape, mesh)
   if imagenet:  # each process evaluates on its own devices
-    state = imagenet_eval.localise(evaluator.mesh, state)
+    state = image_evaluator.localise(images.mesh, state)
   if recompute_bn_batches:
     if imagenet:
       batches = _imagenet_bn_batches(
@@ -110,12 +110,12 @@ def evaluate_workdir(
       )
     else:
       batches = _cifar_bn_batches(config, state, recompute_bn_batches)
-    state = eval_lib.recompute_batch_stats(state, model, batches)
+    state = evaluator.recompute_batch_stats(state, model, batches)
   if imagenet:
-    result = evaluator(state)
+    result = images(state)
     result['protocol'] = config.data.eval_protocol
   else:
-    result = eval_lib.evaluate(
+    result = evaluator.evaluate(
       state, split, mesh=mesh, model=model, batch_size=batch
     )
   result['step'] = int(jax.device_get(state.step))
@@ -126,7 +126,7 @@ def main(argv):
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = flags.FLAGS.config
-  train_lib.initialize_distributed()
+  loop.initialize_distributed()
   result = evaluate_workdir(
     config, flags.FLAGS.workdir, flags.FLAGS.recompute_bn_batches
   )
@@ -146,7 +146,7 @@ def _workdir_from_argv(argv) -> str:
 
 if __name__ == '__main__':
   try:
-    base = rundir.saved_config(_workdir_from_argv(sys.argv))
+    base = layout.saved_config(_workdir_from_argv(sys.argv))
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -22,13 +22,13 @@ from absl import flags
 import jax
 import numpy as np
 
-from resnet_jax import cifar_data
 from resnet_jax import errors
-from resnet_jax import imagenet_data
-from resnet_jax import rundir
-from resnet_jax import steps
-from resnet_jax import train_lib
+from resnet_jax.data import cifar
+from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
+from resnet_jax.run import layout
+from resnet_jax.train import loop
+from resnet_jax.train import steps
 
 FLAGS = flags.FLAGS
 
@@ -36,14 +36,14 @@ FLAGS = flags.FLAGS
 def class_names(config, workdir: str) -> list[str] | None:
   """WORKDIR/classes.json (written by training), else the label names of
   the run's tfds dataset (imagenet2012's WordNet ids for an import)."""
-  path = os.path.join(workdir, train_lib.CLASSES)
+  path = os.path.join(workdir, loop.CLASSES)
   if os.path.isfile(path):
     with open(path) as f:
       return json.load(f)
   d = config.data
-  if d.name in cifar_data.LABEL_BYTES or d.image_folder or not d.name:
+  if cifar.is_cifar(d.name) or d.image_folder or not d.name:
     return None
-  imagenet_data.tensorflow_cpu()
+  image_sets.tensorflow_cpu()
   import tensorflow_datasets as tfds
 
   try:  # the builder's metadata ships with tfds: no data needed
@@ -54,23 +54,23 @@ def class_names(config, workdir: str) -> list[str] | None:
 
 def prepare_images(config, paths, pixel_mean) -> np.ndarray:
   """Image files -> (N, H, W, 3) float32, as evaluation sees them."""
-  tf = imagenet_data.tensorflow_cpu()
-  from resnet_jax import imagenet_ops
+  tf = image_sets.tensorflow_cpu()
+  from resnet_jax.data import image_ops
 
   size = config.data.image_size
-  cifar = config.data.name in cifar_data.LABEL_BYTES
-  side = round(size * imagenet_ops.TEN_CROP_SIDE / imagenet_ops.CROP)
+  whole = cifar.is_cifar(config.data.name)
+  side = round(size * image_ops.TEN_CROP_SIDE / image_ops.CROP)
   images = []
   for path in paths:
     data = tf.io.read_file(path)
     try:
-      if cifar:  # CIFAR's images are whole pictures at 32x32
+      if whole:  # CIFAR's images are whole pictures at 32x32
         image = tf.image.resize(
-          imagenet_ops.decode(data), (size, size), antialias=True
+          image_ops.decode(data), (size, size), antialias=True
         )
-        image = imagenet_ops.to_uint8(image)
+        image = image_ops.to_uint8(image)
       else:
-        image = imagenet_ops.center_crop(data, side, size)
+        image = image_ops.center_crop(data, side, size)
     except (tf.errors.InvalidArgumentError, ValueError) as e:
       # TF's message, without its op and function names
       reason = re.sub(r'\{\{.*?\}\}|\[Op:.*', '', str(e)).strip()
@@ -104,9 +104,9 @@ def predict(workdir: str, files, batch_size: int = 64) -> list[dict]:
     raise ConfigError(f'no such file: {", ".join(missing[:3])}')
   if batch_size <= 0:
     raise ConfigError(f'--batch_size={batch_size} must be positive')
-  config = rundir.saved_config(workdir)
+  config = layout.saved_config(workdir)
   one_device = steps.make_mesh(jax.local_devices()[:1])
-  _, model, state = rundir.load(workdir, config, one_device)
+  _, model, state = layout.load(workdir, config, one_device)
   images = [f for f in files if not f.endswith('.npy')]
   batches = {f: load_batch(f) for f in files if f.endswith('.npy')}
   # Every file is read and checked before anything compiles.

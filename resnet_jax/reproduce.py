@@ -38,15 +38,15 @@ import time
 from absl import flags
 import jax
 
-from resnet_jax import config_args
 from resnet_jax import errors
-from resnet_jax import experiments
-from resnet_jax import models
-from resnet_jax import plots
 from resnet_jax import responses
-from resnet_jax import resume
 from resnet_jax import summary
+from resnet_jax.config import arguments
 from resnet_jax.errors import ConfigError
+from resnet_jax.model import resnet
+from resnet_jax.paper import experiments
+from resnet_jax.paper import plots
+from resnet_jax.run import resume
 
 FLAGS = flags.FLAGS
 
@@ -100,7 +100,7 @@ def scale_durations(config, scale: float):
 
 
 def run_config(run: experiments.Run, seed: int, overrides, scale: float):
-  config = config_args.load(run.config)
+  config = arguments.load(run.config)
   apply_overrides(config, overrides)
   scale_durations(config, scale)
   config.train.seed = seed
@@ -110,7 +110,7 @@ def run_config(run: experiments.Run, seed: int, overrides, scale: float):
 def command(run, config, workdir: str) -> str:
   """The train.py command line that trains this run: the config file and
   every key whose value differs from the file's."""
-  base = resume.flatten(config_args.load(run.config).to_dict())
+  base = resume.flatten(arguments.load(run.config).to_dict())
   changed = [
     f'--config.{k}={",".join(map(str, v)) if isinstance(v, tuple) else v}'
     for k, v in resume.flatten(config.to_dict()).items()
@@ -124,7 +124,7 @@ def _commit() -> str:
   try:
     return subprocess.run(
       ['git', 'rev-parse', '--short', 'HEAD'],
-      cwd=config_args.REPO,
+      cwd=arguments.REPO,
       capture_output=True,
       text=True,
       check=True,
@@ -135,10 +135,10 @@ def _commit() -> str:
 
 def train_run(run, seed: int, config, workdir: str) -> dict:
   """Trains (or resumes) one run; writes and returns its result.json."""
-  from resnet_jax import train_lib
+  from resnet_jax.train import loop
 
   start = time.time()
-  result = train_lib.train_and_evaluate(config, workdir)
+  result = loop.train_and_evaluate(config, workdir)
   if config.data.name == 'imagenet2012':  # the paper's test: 10 crops
     from resnet_jax import evaluate
 
@@ -175,8 +175,8 @@ def ledger(experiment: experiments.Experiment, root: str, seeds: int) -> list:
       if os.path.exists(path):
         with open(path) as f:
           done.append(json.load(f))
-    config = config_args.load(run.config)
-    model = models.build(config.model, config.data.num_classes)
+    config = arguments.load(run.config)
+    model = resnet.build(config.model, config.data.num_classes)
     errors_ = [r['error'] for r in done]
     rows.append(
       dict(

@@ -20,11 +20,11 @@ from absl import flags
 import jax
 import numpy as np
 
-from resnet_jax import cifar_data
 from resnet_jax import errors
-from resnet_jax import models
-from resnet_jax import rundir
+from resnet_jax.data import cifar
 from resnet_jax.errors import ConfigError
+from resnet_jax.model import resnet
+from resnet_jax.run import layout
 
 FILE = 'responses.json'
 FLAGS = flags.FLAGS
@@ -35,7 +35,7 @@ def layer_stds(model, variables, images, batch_size: int = 100) -> np.ndarray:
   `images` (already normalised), in network order."""
   apply = jax.jit(
     lambda v, x: [
-      r for _, block in models.block_responses(model, v, x) for r in block
+      r for _, block in resnet.block_responses(model, v, x) for r in block
     ]
   )
   totals = None  # per layer: [count, per-channel sum, sum of squares]
@@ -67,16 +67,16 @@ def layer_stds(model, variables, images, batch_size: int = 100) -> np.ndarray:
 def workdir_responses(workdir: str, max_images: int = 500) -> dict:
   """The layer stds of a CIFAR run's latest checkpoint; also written to
   WORKDIR/responses.json."""
-  config = rundir.saved_config(workdir)
-  if config.data.name not in cifar_data.LABEL_BYTES:
+  config = layout.saved_config(workdir)
+  if not cifar.is_cifar(config.data.name):
     raise ConfigError(
       f'{workdir}: responses are computed for CIFAR runs (Figure 7), not '
       f'{config.data.name}'
     )
   if max_images <= 0:
     raise ConfigError(f'--images={max_images} must be positive')
-  split, split_name = cifar_data.load_eval(config.data)
-  _, model, state = rundir.load(workdir, config)
+  split, split_name = cifar.load_eval(config.data)
+  _, model, state = layout.load(workdir, config)
   images = split.images[:max_images].astype(np.float32) - state.pixel_mean
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   result = dict(

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 
 from resnet_jax import errors
-from resnet_jax import models
+from resnet_jax.model import resnet
 
 
 def _group(module_name: str) -> str:
@@ -106,7 +106,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = flags.FLAGS.config
-  model = models.build(config.model, config.data.num_classes)
+  model = resnet.build(config.model, config.data.num_classes)
   summary = count(model, config.data.image_size)
   if flags.FLAGS.json:
     print(json.dumps(dict(summary, image_size=config.data.image_size)))

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from resnet_jax.config_args import load as load_config  # noqa: F401
+from resnet_jax.config.arguments import load as load_config  # noqa: F401
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = REPO / 'data' / 'cifar10-sample'

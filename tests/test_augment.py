@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax import augment
+from resnet_jax.data import augment
 
 
 def test_each_epoch_visits_every_example_once():

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from resnet_jax import cifar_data
+from resnet_jax.data import cifar
 from resnet_jax.errors import ConfigError
 from tests.helpers import REPO
 from tests.helpers import load_config
@@ -24,9 +24,7 @@ def data_config(local_dir, **overrides):
 
 def test_reads_sample_as_official_layout():
   raw = np.fromfile(SAMPLE / 'data_batch_1.bin', np.uint8).reshape(-1, 3073)
-  split = cifar_data.read_binary(
-    str(SAMPLE / 'data_batch_1.bin'), 'cifar10', 10
-  )
+  split = cifar.read_binary(str(SAMPLE / 'data_batch_1.bin'), 'cifar10', 10)
   assert split.images.shape == (1000, 32, 32, 3)
   assert split.images.dtype == np.uint8
   np.testing.assert_array_equal(split.labels, raw[:, 0])
@@ -36,10 +34,10 @@ def test_reads_sample_as_official_layout():
 
 
 def test_validation_split_and_missing_test_fallback():
-  data = cifar_data.load(data_config(SAMPLE, validation_size=300))
+  data = cifar.load(data_config(SAMPLE, validation_size=300))
   assert len(data.train) == 1700 and len(data.eval) == 300
   assert data.eval_name == 'validation'  # no test_batch.bin in the sample
-  everything = cifar_data.load(data_config(SAMPLE))
+  everything = cifar.load(data_config(SAMPLE))
   assert len(everything.train) == 2000 and everything.eval is None
   np.testing.assert_array_equal(
     data.eval.images, everything.train.images[1700:]
@@ -49,20 +47,20 @@ def test_validation_split_and_missing_test_fallback():
 def test_test_batch_is_the_eval_split(tmp_path):
   shutil.copy(SAMPLE / 'data_batch_1.bin', tmp_path / 'data_batch_1.bin')
   shutil.copy(SAMPLE / 'data_batch_2.bin', tmp_path / 'test_batch.bin')
-  data = cifar_data.load(data_config(tmp_path))
+  data = cifar.load(data_config(tmp_path))
   assert (len(data.train), len(data.eval), data.eval_name) == (
     1000,
     1000,
     'test',
   )
   os.remove(tmp_path / 'data_batch_1.bin')  # evaluation alone needs no train
-  split, name = cifar_data.load_eval(data_config(tmp_path))
+  split, name = cifar.load_eval(data_config(tmp_path))
   assert (len(split), name) == (1000, 'test')
 
 
 def test_pixel_mean():
-  images = cifar_data.load(data_config(SAMPLE)).train.images
-  mean = cifar_data.pixel_mean(images)
+  images = cifar.load(data_config(SAMPLE)).train.images
+  mean = cifar.pixel_mean(images)
   assert mean.shape == (32, 32, 3) and mean.dtype == np.float32
   # The shared subset's README: per-channel means near (125.7, 123.3, 114.2).
   np.testing.assert_allclose(
@@ -98,16 +96,16 @@ def test_bad_local_dir(tmp_path, case, message):
     record[0] = 12
     write(local / 'data_batch_1.bin', bytes(record))
   with pytest.raises(ConfigError, match=message):
-    cifar_data.load(data_config(local))
+    cifar.load(data_config(local))
 
 
 def test_bad_split_settings():
   with pytest.raises(ConfigError, match='validation_size=5000 must be in'):
-    cifar_data.load(data_config(SAMPLE, validation_size=5000))
+    cifar.load(data_config(SAMPLE, validation_size=5000))
   with pytest.raises(ConfigError, match='needs data.validation_size'):
-    cifar_data.load(data_config(SAMPLE, eval_on='validation'))
+    cifar.load(data_config(SAMPLE, eval_on='validation'))
   with pytest.raises(ConfigError, match='eval_on'):
-    cifar_data.load(data_config(SAMPLE, eval_on='train'))
+    cifar.load(data_config(SAMPLE, eval_on='train'))
 
 
 def test_tfds_not_prepared_offline_says_what_to_do(tmp_path):
@@ -115,7 +113,7 @@ def test_tfds_not_prepared_offline_says_what_to_do(tmp_path):
   config.local_dir = None
   config.tfds_data_dir = str(tmp_path)
   with pytest.raises(ConfigError, match='not prepared.*local_dir'):
-    cifar_data.load(config)
+    cifar.load(config)
   assert not any(tmp_path.iterdir())  # nothing written
 
 
@@ -130,10 +128,8 @@ def test_cifar100_binary_layout_and_config(tmp_path):
   config = load_config('configs/cifar100.py:resnet20')
   assert (config.data.name, config.data.num_classes) == ('cifar100', 100)
   config.data.local_dir = str(tmp_path)
-  data = cifar_data.load(config.data)
+  data = cifar.load(config.data)
   assert (len(data.train), len(data.eval)) == (600, 400)
   np.testing.assert_array_equal(data.train.labels, fine[:600])
-  reference = cifar_data.read_binary(
-    str(SAMPLE / 'data_batch_1.bin'), 'cifar10', 10
-  )
+  reference = cifar.read_binary(str(SAMPLE / 'data_batch_1.bin'), 'cifar10', 10)
   np.testing.assert_array_equal(data.eval.images, reference.images[600:])

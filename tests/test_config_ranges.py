@@ -1,4 +1,4 @@
-"""Every numeric config key has its range (config_ranges.RANGES), and a
+"""Every numeric config key has its range (ranges.RANGES), and a
 value outside it is refused with one line naming key, value and range
 before anything is built."""
 
@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from resnet_jax import config_ranges
-from resnet_jax import resume
-from resnet_jax import train_lib
+from resnet_jax.config import ranges
 from resnet_jax.errors import ConfigError
+from resnet_jax.run import resume
+from resnet_jax.train import loop
 from tests.helpers import SAMPLE
 from tests.helpers import load_config
 
@@ -39,8 +39,8 @@ def test_every_numeric_key_has_a_range_that_its_default_is_in(name):
     config.data.num_classes = 5
   flat = resume.flatten(json.loads(config.to_json_best_effort()))
   unranged = [k for k, v in flat.items() if numeric(v)]
-  assert [k for k in unranged if k not in config_ranges.RANGES] == []
-  config_ranges.check(config)  # the defaults are valid
+  assert [k for k in unranged if k not in ranges.RANGES] == []
+  ranges.check(config)  # the defaults are valid
 
 
 def cifar():
@@ -86,7 +86,7 @@ def test_out_of_range_values_are_refused_naming_key_value_range(
   section, name = key.split('.')
   config[section][name] = value
   with pytest.raises(ConfigError) as refused:
-    train_lib.setup(config)
+    loop.setup(config)
   assert str(refused.value).startswith(f'{key}={value!r} is out of range')
   assert f'must be {shown}' in str(refused.value)
 
@@ -107,7 +107,7 @@ def test_image_and_finetuning_keys_are_ranged_too(key, value):
   section, name = key.split('.')
   config[section][name] = value
   with pytest.raises(ConfigError, match=f'{key}=.* is out of range'):
-    config_ranges.check(config)
+    ranges.check(config)
 
 
 def test_a_boundary_past_the_end_is_only_a_warning(caplog):
@@ -115,7 +115,7 @@ def test_a_boundary_past_the_end_is_only_a_warning(caplog):
   config.train.length = 400
   config.optim.lr_boundaries = (200, 400)
   with caplog.at_level(logging.WARNING):
-    train_lib.setup(config)
+    loop.setup(config)
   (warning,) = [
     r.getMessage() for r in caplog.records if 'lr_boundaries' in r.getMessage()
   ]

@@ -2,14 +2,14 @@
 
 import pytest
 
-from resnet_jax import models
 from resnet_jax import summary
+from resnet_jax.model import resnet
 from tests.helpers import load_config
 
 
 def counts(arg: str) -> dict:
   config = load_config(f'configs/{arg}')
-  model = models.build(config.model, config.data.num_classes)
+  model = resnet.build(config.model, config.data.num_classes)
   return summary.count(model, config.data.image_size)
 
 

@@ -11,13 +11,13 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import cifar_data
-from resnet_jax import finetune
-from resnet_jax import optim
 from resnet_jax import predict
-from resnet_jax import rundir
-from resnet_jax import train_lib
+from resnet_jax.data import cifar
 from resnet_jax.errors import ConfigError
+from resnet_jax.run import layout
+from resnet_jax.train import finetune
+from resnet_jax.train import loop
+from resnet_jax.train import optim
 from tests.helpers import SAMPLE
 from tests.helpers import load_config
 from tests.helpers import run_cli
@@ -30,7 +30,7 @@ def image_folder(root, per_class=(60, 30), encode='jpeg'):
   CIFAR sample: different pictures in each split."""
   import tensorflow as tf
 
-  train, _ = cifar_data.load_local(str(SAMPLE), 'cifar10', 10)
+  train, _ = cifar.load_local(str(SAMPLE), 'cifar10', 10)
   for name, label in CLASSES.items():
     chosen = np.flatnonzero(train.labels == label)
     for split, picks in (
@@ -65,9 +65,9 @@ def runs(tmp_path_factory):
   config.data.eval_on = 'none'
   t = config.train
   t.length, t.batch_size, t.log_every, t.checkpoint_every = 30, 64, 10, 30
-  train_lib.train_and_evaluate(config, str(root / 'source'))
+  loop.train_and_evaluate(config, str(root / 'source'))
   folder = image_folder(root / 'images')
-  train_lib.train_and_evaluate(
+  loop.train_and_evaluate(
     probe_config(root / 'source', folder), str(root / 'probe')
   )
   return root / 'source', folder, root / 'probe'
@@ -75,8 +75,8 @@ def runs(tmp_path_factory):
 
 def test_linear_probe_on_an_image_folder_learns(runs):
   source_dir, _, probe_dir = runs
-  _, _, source = rundir.load(str(source_dir))
-  config, _, probe = rundir.load(str(probe_dir))
+  _, _, source = layout.load(str(source_dir))
+  config, _, probe = layout.load(str(probe_dir))
   # Frozen: every backbone weight and BN statistic is the source's.
   for tree in ('params', 'batch_stats'):
     ours, theirs = getattr(probe, tree), getattr(source, tree)
@@ -129,7 +129,7 @@ def test_a_source_that_does_not_fit_is_refused_before_training(runs, tmp_path):
   config = probe_config(source_dir, folder)
   config.model.depth = 20
   with pytest.raises(ConfigError, match='family=cifar'):
-    train_lib.train_and_evaluate(config, str(tmp_path / 'a'))
+    loop.train_and_evaluate(config, str(tmp_path / 'a'))
   for change, match in (
     (dict(init_from=None), 'finetune.init_from=DIR is required'),
     (dict(init_from=str(tmp_path)), 'config.json not found'),
@@ -138,7 +138,7 @@ def test_a_source_that_does_not_fit_is_refused_before_training(runs, tmp_path):
     config = probe_config(source_dir, folder)
     config.finetune.update(change)
     with pytest.raises(ConfigError, match=match):
-      train_lib.train_and_evaluate(config, str(tmp_path / 'b'))
+      loop.train_and_evaluate(config, str(tmp_path / 'b'))
   config = probe_config(source_dir, folder)
   config.data.image_size = 48  # the source's mean is per pixel, 32x32
   with pytest.raises(ConfigError, match='data.image_size=32'):
@@ -158,7 +158,7 @@ def test_predict_images_and_prepared_batches_agree(runs, tmp_path):
     assert sum(r['probabilities']) == pytest.approx(1, abs=1e-5)
   # The same pictures, prepared as evaluation does, as a .npy batch: the
   # raw logits give the same probabilities.
-  config, _, state = rundir.load(str(probe_dir))
+  config, _, state = layout.load(str(probe_dir))
   batch = predict.prepare_images(config, files, state.pixel_mean)
   np.save(tmp_path / 'batch.npy', batch)
   logits = predict.predict(str(probe_dir), [str(tmp_path / 'batch.npy')])
@@ -203,10 +203,10 @@ def test_any_tfds_image_dataset_streams_with_held_out_training_slices(
   """A tfds dataset other than ImageNet, prepared locally (as tfds
   prepares any download), with PNG images and no validation split: the
   split keys take tfds slices of its training data."""
-  from resnet_jax import imagenet_data
+  from resnet_jax.data import image_sets
   from tests.helpers import prepare_tfds
 
-  train, _ = cifar_data.load_local(str(SAMPLE), 'cifar10', 10)
+  train, _ = cifar.load_local(str(SAMPLE), 'cifar10', 10)
   chosen = np.concatenate(
     [np.flatnonzero(train.labels == c)[:20] for c in CLASSES.values()]
   )
@@ -219,24 +219,24 @@ def test_any_tfds_image_dataset_streams_with_held_out_training_slices(
   d.name, d.tfds_data_dir = 'two_cifar_classes', str(tmp_path)
   d.image_folder = None
   d.train_split, d.val_split = 'train[:75%]', 'train[75%:]'
-  _, count, names = imagenet_data.source(d, 'train')
+  _, count, names = image_sets.source(d, 'train')
   assert (count, names) == (30, ['airplane', 'frog'])
-  assert imagenet_data.source(d, 'val')[1] == 10
+  assert image_sets.source(d, 'val')[1] == 10
   images, labels = next(
-    imagenet_data.train_dataset(d, 8, seed=0).as_numpy_iterator()
+    image_sets.train_dataset(d, 8, seed=0).as_numpy_iterator()
   )
   assert images.shape == (8, 32, 32, 3) and images.dtype == np.uint8
   assert set(labels) <= {0, 1} and images.std() > 10  # real pictures
   views, _, mask = next(
-    imagenet_data.eval_dataset(d, 'val', 16, 'center').as_numpy_iterator()
+    image_sets.eval_dataset(d, 'val', 16, 'center').as_numpy_iterator()
   )
   assert views.shape == (16, 1, 32, 32, 3) and mask.sum() == 10
   d.val_split = 'validation'
   with pytest.raises(ConfigError, match="no split 'validation'.*train"):
-    imagenet_data.source(d, 'val')
+    image_sets.source(d, 'val')
   d.name = 'no_such_dataset'
   with pytest.raises(ConfigError, match='neither a tfds dataset'):
-    imagenet_data.source(d, 'train')
+    image_sets.source(d, 'train')
 
 
 def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):
@@ -244,13 +244,13 @@ def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):
   real ImageNet JPEGs -> predictions with the folder's class names. The
   torchvision normalisation travels with the weights."""
   from resnet_jax import convert
-  from resnet_jax import models
-  from resnet_jax import torch_convert
+  from resnet_jax.model import resnet
+  from resnet_jax.model import torch_convert
   from tests.helpers import REPO
 
   imagenet = load_config('configs/imagenet.py:resnet18,shortcut=B')
   imagenet.data.image_size = 32
-  model = models.build(imagenet.model, 1000)
+  model = resnet.build(imagenet.model, 1000)
   variables = jax.device_get(  # weights that are not ours: seed 1
     jax.jit(model.init)(jax.random.key(1), np.zeros((1, 32, 32, 3)))
   )
@@ -263,7 +263,7 @@ def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):
     imagenet, str(tmp_path / 'r18.safetensors'), str(imported)
   )
   # Predictions from the import itself are named by tfds' ImageNet labels.
-  names = predict.class_names(rundir.saved_config(str(imported)), imported)
+  names = predict.class_names(layout.saved_config(str(imported)), imported)
   assert len(names) == 1000 and names[0] == 'n01440764'
   classes = sorted((REPO / 'data/imagenet-sample/train').iterdir())[:8]
   for wnid in classes:
@@ -284,8 +284,8 @@ def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):
     1,
     2,
   )
-  train_lib.train_and_evaluate(config, str(tmp_path / 'probe'))
-  saved, _, probe = rundir.load(str(tmp_path / 'probe'))
+  loop.train_and_evaluate(config, str(tmp_path / 'probe'))
+  saved, _, probe = layout.load(str(tmp_path / 'probe'))
   mean, scale = torch_convert.input_normalisation()
   assert saved.data.mean == 'channel'
   np.testing.assert_allclose(saved.model.input_scale, scale)

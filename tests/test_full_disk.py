@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from resnet_jax import train_lib
 from resnet_jax.errors import WriteFailed
+from resnet_jax.train import loop
 from tests.helpers import REPO
 from tests.helpers import error_lines
 from tests.helpers import load_config
@@ -129,7 +129,7 @@ def test_a_failed_write_names_the_file(
   workdir = tmp_path / 'run'
   no_space_for(name, monkeypatch)
   with pytest.raises(WriteFailed) as failed:
-    train_lib.train_and_evaluate(config, str(workdir))
+    loop.train_and_evaluate(config, str(workdir))
   message = str(failed.value)
   assert message.startswith(f'error: {what}: could not write {workdir}/')
   assert named in message and '(No space left on device)' in message

@@ -12,12 +12,12 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import eval_lib
-from resnet_jax import imagenet_data
-from resnet_jax import imagenet_eval
-from resnet_jax import imagenet_ops
-from resnet_jax import steps
-from resnet_jax import train_lib
+from resnet_jax.data import image_ops
+from resnet_jax.data import image_sets
+from resnet_jax.eval import evaluator
+from resnet_jax.eval import image_evaluator
+from resnet_jax.train import loop
+from resnet_jax.train import steps
 from tests.helpers import run_cli
 from tests.test_imagenet_input import FOLDER
 from tests.test_imagenet_input import imagenet_train_config
@@ -35,28 +35,26 @@ def small_config(root, **data):
 def experiment():
   """Initial weights with BN statistics of the images themselves: scores
   spread out, not saturated (ties would make top-k ambiguous)."""
-  exp = train_lib.setup(small_config(FOLDER))
-  state = train_lib.initial_state(exp)
+  exp = loop.setup(small_config(FOLDER))
+  state = loop.initial_state(exp)
   mean = np.asarray(state.pixel_mean)
-  ds = imagenet_data.eval_dataset(exp.config.data, 'train', 40, 'center')
+  ds = image_sets.eval_dataset(exp.config.data, 'train', 40, 'center')
   batches = (
     v[:, 0].astype(np.float32) - mean for v, *_ in ds.as_numpy_iterator()
   )
-  return exp, eval_lib.recompute_batch_stats(state, exp.model, batches)
+  return exp, evaluator.recompute_batch_stats(state, exp.model, batches)
 
 
 def reference(exp, state, protocol):
   """Each image alone: softmax averaged over its views, one call each."""
   d = exp.config.data
-  listing = imagenet_data.list_image_folder(d.image_folder, 'train')
+  listing = image_sets.list_image_folder(d.image_folder, 'train')
   paths, labels = listing.paths, listing.labels
   side = round(d.image_size * 256 / 224)
   views = {
-    'center': lambda j: [imagenet_ops.center_crop(j, side, d.image_size)[None]],
-    'ten_crop': lambda j: [imagenet_ops.ten_crops(j, side, d.image_size)],
-    'multiscale': lambda j: [
-      imagenet_ops.multiscale(j, s) for s in d.eval_scales
-    ],
+    'center': lambda j: [image_ops.center_crop(j, side, d.image_size)[None]],
+    'ten_crop': lambda j: [image_ops.ten_crops(j, side, d.image_size)],
+    'multiscale': lambda j: [image_ops.multiscale(j, s) for s in d.eval_scales],
   }[protocol]
   probs = []
   apply = jax.jit(functools.partial(steps.view_probabilities, model=exp.model))
@@ -78,7 +76,7 @@ def reference(exp, state, protocol):
 @pytest.mark.parametrize('protocol', ['center', 'ten_crop', 'multiscale'])
 def test_protocol_equals_each_image_evaluated_alone(experiment, protocol):
   exp, state = experiment
-  evaluator = imagenet_eval.Evaluator(
+  evaluator = image_evaluator.Evaluator(
     exp.config.data,
     model=exp.model,
     batch_size=16,  # 40 images: the last batch (or shape group) is padded
@@ -95,10 +93,10 @@ def test_protocols_differ(experiment):
   """The 10 crops and the scales are really used: not the centre crop."""
   exp, state = experiment
   losses = {
-    p: imagenet_eval.Evaluator(
+    p: image_evaluator.Evaluator(
       exp.config.data, model=exp.model, batch_size=16, protocol=p, split='train'
     )(state)['loss']
-    for p in imagenet_data.PROTOCOLS
+    for p in image_sets.PROTOCOLS
   }
   assert len({round(v, 6) for v in losses.values()}) == 3, losses
 
@@ -114,7 +112,7 @@ def test_evaluate_cli_two_processes_count_uneven_shards_once(tmp_path):
   shutil.copy(first, first.with_name('copy.JPEG'))
   workdir = tmp_path / 'run'
   config = small_config(root, eval_on='none')
-  train_lib.train_and_evaluate(config, str(workdir))
+  loop.train_and_evaluate(config, str(workdir))
   flags = [
     '--config.data.eval_protocol=multiscale',
     '--config.train.eval_batch_size=4',
@@ -166,7 +164,7 @@ def test_synthetic_benchmark_reads_no_data(tmp_path):
   batch, with a data folder that does not exist; it is the real step, so
   the loss on that one batch goes down."""
   from resnet_jax import benchmark
-  from resnet_jax import inputs
+  from resnet_jax.data import inputs
 
   config = small_config(str(tmp_path / 'missing'), eval_on='none')
   config.optim.lr = 0.01
@@ -174,12 +172,12 @@ def test_synthetic_benchmark_reads_no_data(tmp_path):
     benchmark.step_report(config, 2, 1, synthetic=True)['step_images_per_sec']
     > 0
   )
-  exp = train_lib.setup(config, data=inputs.Synthetic(config))
+  exp = loop.setup(config, data=inputs.Synthetic(config))
   assert exp.steps_per_epoch == 1_281_167 // config.train.batch_size
   step = exp.input.train_fn(
     exp.mesh, model=exp.model, tx=exp.tx, lr_fn=exp.lr_fn, start_step=0
   )
-  state = train_lib.initial_state(exp)
+  state = loop.initial_state(exp)
   losses = []
   for _ in range(4):
     state, metrics = step(state)

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from resnet_jax import imagenet_data
+from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
 from tests.helpers import REPO
 from tests.helpers import load_config
@@ -28,7 +28,7 @@ def take(ds, n):
 
 
 def test_labels_follow_sorted_class_folders():
-  listing = imagenet_data.list_image_folder(str(FOLDER), 'train')
+  listing = image_sets.list_image_folder(str(FOLDER), 'train')
   assert list(listing.classes) == WNIDS and len(listing) == 40
   for path, label in zip(listing.paths, listing.labels):
     assert os.path.basename(os.path.dirname(path)) == WNIDS[label]
@@ -37,7 +37,7 @@ def test_labels_follow_sorted_class_folders():
 
 @pytest.mark.parametrize('crop', ['scale', 'inception'])
 def test_training_batches(crop):
-  ds = imagenet_data.train_dataset(data_config(train_crop=crop), 8, seed=0)
+  ds = image_sets.train_dataset(data_config(train_crop=crop), 8, seed=0)
   batches = take(ds, 6)  # more than an epoch of 40: it repeats
   for images, labels in batches:
     assert images.shape == (8, 224, 224, 3) and images.dtype == np.uint8
@@ -50,10 +50,8 @@ def test_training_batches(crop):
 
 def test_training_stream_resumes_exactly():
   config = data_config()
-  whole = take(imagenet_data.train_dataset(config, 8, seed=3), 7)
-  resumed = take(
-    imagenet_data.train_dataset(config, 8, seed=3, start_step=5), 2
-  )
+  whole = take(image_sets.train_dataset(config, 8, seed=3), 7)
+  resumed = take(image_sets.train_dataset(config, 8, seed=3, start_step=5), 2)
   for (a, la), (b, lb) in zip(whole[5:], resumed):
     np.testing.assert_array_equal(la, lb)
     np.testing.assert_array_equal(a, b)  # same images, same crops
@@ -63,9 +61,9 @@ def test_two_processes_read_the_rows_of_one_process_batch():
   """Simulated processes (index, count): each reads its rows of the global
   batch, with the same crops as one process (seeded by stream position)."""
   config = data_config(image_size=32, scale_range=(37, 69))
-  one = take(imagenet_data.train_dataset(config, 4, seed=1), 3)
+  one = take(image_sets.train_dataset(config, 4, seed=1), 3)
   halves = [
-    take(imagenet_data.train_dataset(config, 4, seed=1, process=(i, 2)), 3)
+    take(image_sets.train_dataset(config, 4, seed=1, process=(i, 2)), 3)
     for i in range(2)
   ]
   for step, (images, labels) in enumerate(one):
@@ -89,26 +87,26 @@ def test_listing_reads_no_file_and_a_run_keeps_its_own(tmp_path):
     for i in range(100):
       (folder / f'n{c:08d}_{i}.JPEG').touch()
   (root / 'train' / 'n00000000' / 'notes.txt').touch()  # not by name
-  listing = imagenet_data.list_image_folder(str(root), 'train')
+  listing = image_sets.list_image_folder(str(root), 'train')
   assert len(listing) == 20000 and len(listing.classes) == 200
   np.testing.assert_array_equal(listing.labels, np.repeat(np.arange(200), 100))
   assert listing.files[101] == 'n00000001/n00000001_1.JPEG'  # sorted
   workdir = tmp_path / 'run'
   workdir.mkdir()
-  listing.save(str(workdir / imagenet_data.LISTING))
+  listing.save(str(workdir / image_sets.LISTING))
   (root / 'train' / 'n00000005' / 'added.JPEG').touch()
-  imagenet_data.list_image_folder.cache_clear()
-  kept = imagenet_data.training_listing(str(root), str(workdir))
+  image_sets.list_image_folder.cache_clear()
+  kept = image_sets.training_listing(str(root), str(workdir))
   assert kept.files == listing.files and kept.classes == listing.classes
   np.testing.assert_array_equal(kept.labels, listing.labels)
-  assert len(imagenet_data.training_listing(str(root), None)) == 20001
-  (workdir / imagenet_data.LISTING).write_bytes(b'garbage')
+  assert len(image_sets.training_listing(str(root), None)) == 20001
+  (workdir / image_sets.LISTING).write_bytes(b'garbage')
   with pytest.raises(ConfigError, match='unreadable.*move it away'):
-    imagenet_data.training_listing(str(root), str(workdir))
+    image_sets.training_listing(str(root), str(workdir))
 
 
 def test_center_crop_counts_every_image_once_with_a_padded_mask():
-  ds = imagenet_data.eval_dataset(data_config(), 'train', 16, 'center')
+  ds = image_sets.eval_dataset(data_config(), 'train', 16, 'center')
   batches = take(ds, 10)
   assert len(batches) == 3  # 16 + 16 + 8 padded to 16
   views, labels, mask = batches[-1]
@@ -120,7 +118,7 @@ def test_center_crop_counts_every_image_once_with_a_padded_mask():
 
 def test_ten_crops_are_corners_centre_and_flips():
   ((views, _, mask),) = take(
-    imagenet_data.eval_dataset(data_config(), 'train', 40, 'ten_crop'), 1
+    image_sets.eval_dataset(data_config(), 'train', 40, 'ten_crop'), 1
   )
   assert views.shape == (40, 10, 224, 224, 3) and mask.sum() == 40
   np.testing.assert_array_equal(views[:, 5:], views[:, :5, :, ::-1])
@@ -129,7 +127,7 @@ def test_ten_crops_are_corners_centre_and_flips():
 
 @pytest.mark.parametrize('side', [224, 480])
 def test_multiscale_views_keep_the_whole_image(side):
-  ds = imagenet_data.eval_dataset(
+  ds = image_sets.eval_dataset(
     data_config(), 'train', 1, 'multiscale', side=side
   )
   for views, *_ in take(ds, 40):
@@ -141,7 +139,7 @@ def test_multiscale_views_keep_the_whole_image(side):
 def test_grayscale_and_tiny_images():
   config = data_config()
   ((views, labels, _),) = take(
-    imagenet_data.eval_dataset(config, 'train', 40, 'center'), 1
+    image_sets.eval_dataset(config, 'train', 40, 'center'), 1
   )
   gray = WNIDS.index('n02692877')  # a grayscale JPEG: three equal channels
   np.testing.assert_array_equal(views[gray, 0, ..., 0], views[gray, 0, ..., 2])
@@ -151,15 +149,15 @@ def test_grayscale_and_tiny_images():
 
 def test_bad_folders(tmp_path):
   with pytest.raises(ConfigError, match='not found'):
-    imagenet_data.list_image_folder(str(tmp_path / 'none'), 'train')
+    image_sets.list_image_folder(str(tmp_path / 'none'), 'train')
   (tmp_path / 'a' / 'train').mkdir(parents=True)
   with pytest.raises(ConfigError, match='has no class folders'):
-    imagenet_data.list_image_folder(str(tmp_path / 'a'), 'train')
+    image_sets.list_image_folder(str(tmp_path / 'a'), 'train')
   (tmp_path / 'a' / 'train' / 'n0').mkdir()
   with pytest.raises(ConfigError, match='n0 has no JPEG images'):
-    imagenet_data.list_image_folder(str(tmp_path / 'a'), 'train')
+    image_sets.list_image_folder(str(tmp_path / 'a'), 'train')
   with pytest.raises(ConfigError, match='not one of center'):
-    imagenet_data.eval_dataset(data_config(), 'train', 1, 'twelve_crop')
+    image_sets.eval_dataset(data_config(), 'train', 1, 'twelve_crop')
 
 
 def test_files_that_are_no_image_or_corrupt_are_skipped_when_read(
@@ -171,14 +169,14 @@ def test_files_that_are_no_image_or_corrupt_are_skipped_when_read(
   (first / 'fake.jpg').write_bytes(b'<html>not found</html>' + b'0' * 100)
   good = next(first.glob('*.JPEG')).read_bytes()
   (first / 'cut.jpg').write_bytes(good[:400])  # a JPEG cut short
-  listing = imagenet_data.list_image_folder(str(root), 'train')
+  listing = image_sets.list_image_folder(str(root), 'train')
   assert len(listing) == 42  # listed by name: nothing is opened
-  ds = imagenet_data.train_dataset(data_config(root), 40, seed=0)
+  ds = image_sets.train_dataset(data_config(root), 40, seed=0)
   ((images, labels),) = take(ds, 1)  # both dropped, not fatal
   assert images.shape == (40, 224, 224, 3) and images.std() > 10
   assert f'skipping {first / "fake.jpg"} (not a JPEG' in capfd.readouterr().err
   for protocol, batch in (('center', 41), ('multiscale', 8)):
-    ds = imagenet_data.eval_dataset(
+    ds = image_sets.eval_dataset(
       data_config(root), 'train', batch, protocol, side=64
     )
     counted = sum(int(m.sum()) for _, _, m, *_ in take(ds, 100))
@@ -218,8 +216,8 @@ def imagenet_train_config(root, length=4):
 
 
 def test_image_folder_trains_resumes_and_evaluates(tmp_path):
-  from resnet_jax import inputs
-  from resnet_jax import train_lib
+  from resnet_jax.data import inputs
+  from resnet_jax.train import loop
   from tests.helpers import read_metrics
 
   root = tmp_path / 'folder'
@@ -227,28 +225,22 @@ def test_image_folder_trains_resumes_and_evaluates(tmp_path):
   shutil.copytree(root / 'train', root / 'val')  # a pipeline check only
   workdir = tmp_path / 'run'
   config = imagenet_train_config(root)
-  first = train_lib.train_and_evaluate(config, str(workdir))
+  first = loop.train_and_evaluate(config, str(workdir))
   assert first['num_examples'] == 40 and first['step'] == 4
   records = read_metrics(workdir)
   assert [r['step'] for r in records] == [1, 2, 3, 4]
   assert all(np.isfinite(r['loss']) for r in records)
   # Resume for two more steps: the stream skips what was consumed, from
   # the files the run listed, not what the folder holds now.
-  saved = imagenet_data.Listing.load(
-    str(workdir / imagenet_data.LISTING), str(root)
-  )
-  assert (
-    saved.files == imagenet_data.list_image_folder(str(root), 'train').files
-  )
+  saved = image_sets.Listing.load(str(workdir / image_sets.LISTING), str(root))
+  assert saved.files == image_sets.list_image_folder(str(root), 'train').files
   shutil.copy(
     root / 'val' / WNIDS[0] / os.listdir(root / 'val' / WNIDS[0])[0],
     root / 'train' / WNIDS[1] / 'added.JPEG',
   )
-  imagenet_data.list_image_folder.cache_clear()
+  image_sets.list_image_folder.cache_clear()
   assert inputs.for_config(config, str(workdir)).num_train == 40
-  more = train_lib.train_and_evaluate(
-    imagenet_train_config(root, 6), str(workdir)
-  )
+  more = loop.train_and_evaluate(imagenet_train_config(root, 6), str(workdir))
   assert more['step'] == 6
   assert [r['step'] for r in read_metrics(workdir)] == [1, 2, 3, 4, 5, 6]
 
@@ -285,11 +277,11 @@ def test_tfds_imagenet2012_prepares_from_tiny_official_archives(tmp_path):
   config = data_config(
     None, manual_dir=str(manual), tfds_data_dir=str(tmp_path / 'tfds')
   )
-  ds, count, names = imagenet_data.source(config, 'train')
+  ds, count, names = image_sets.source(config, 'train')
   assert count == 6 and len(names) == 1000
   read = {names[label]: jpeg for jpeg, label in ds.as_numpy_iterator()}
   assert read == {p.parent.name: p.read_bytes() for p in train_files}
-  val, count, _ = imagenet_data.source(config, 'val')
+  val, count, _ = image_sets.source(config, 'val')
   labels_file = tfds.core.tfds_path(
     'datasets/imagenet2012/validation_labels.txt'
   )
@@ -299,7 +291,7 @@ def test_tfds_imagenet2012_prepares_from_tiny_official_archives(tmp_path):
   assert got == sorted(zip((p.read_bytes() for p in val_files), truth))
   # Prepared now: the pipeline reads it like an image folder.
   ((views, _, mask),) = take(
-    imagenet_data.eval_dataset(config, 'val', 4, 'center'), 1
+    image_sets.eval_dataset(config, 'val', 4, 'center'), 1
   )
   assert views.shape == (4, 1, 224, 224, 3) and mask.tolist() == [1, 1, 1, 0]
 
@@ -334,11 +326,11 @@ def test_tfds_epochs_each_a_new_order_split_over_processes(tmp_path):
   label names the record): every epoch reads every record once in a new
   order, two processes read disjoint halves, and a resumed stream equals
   the uninterrupted one, crops included."""
-  from resnet_jax import cifar_data
+  from resnet_jax.data import cifar
   from tests.helpers import SAMPLE
   from tests.helpers import prepare_tfds
 
-  train, _ = cifar_data.load_local(str(SAMPLE), 'cifar10', 10)
+  train, _ = cifar.load_local(str(SAMPLE), 'cifar10', 10)
   names = [f'record{i}' for i in range(48)]
   prepare_tfds(tmp_path, 'forty_eight', train.images[:48], range(48), names)
   config = data_config(
@@ -353,18 +345,18 @@ def test_tfds_epochs_each_a_new_order_split_over_processes(tmp_path):
   def labels(ds, steps):
     return np.concatenate([y for _, y in take(ds, steps)])
 
-  stream = labels(imagenet_data.train_dataset(config, 8, seed=0), 18)
+  stream = labels(image_sets.train_dataset(config, 8, seed=0), 18)
   epochs = stream.reshape(3, 48)
   for epoch in epochs:
     assert sorted(epoch) == list(range(48))
   assert len({tuple(e) for e in epochs}) == 3  # each epoch its own order
   halves = [
-    labels(imagenet_data.train_dataset(config, 8, 0, process=(i, 2)), 6)
+    labels(image_sets.train_dataset(config, 8, 0, process=(i, 2)), 6)
     for i in range(2)
   ]
   assert sorted(np.concatenate(halves)) == list(range(48))
-  whole = take(imagenet_data.train_dataset(config, 8, seed=0), 9)
-  resumed = take(imagenet_data.train_dataset(config, 8, 0, start_step=7), 2)
+  whole = take(image_sets.train_dataset(config, 8, seed=0), 9)
+  resumed = take(image_sets.train_dataset(config, 8, 0, start_step=7), 2)
   for (a, la), (b, lb) in zip(whole[7:], resumed):
     np.testing.assert_array_equal(la, lb)
     np.testing.assert_array_equal(a, b)

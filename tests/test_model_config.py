@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from resnet_jax import config_args
-from resnet_jax import models
+from resnet_jax.config import arguments
 from resnet_jax.errors import ConfigError
+from resnet_jax.model import resnet
 from tests.helpers import load_config
 from tests.helpers import run_cli
 
@@ -26,7 +26,7 @@ def test_paper_defaults():
 
 
 def test_options_reach_the_model():
-  model = models.build(
+  model = resnet.build(
     load_config(
       'configs/imagenet.py:resnet50,shortcut=D,stride=v1.5,block=preact,'
       'dtype=bfloat16'
@@ -52,7 +52,7 @@ def test_options_reach_the_model():
 )
 def test_bad_config_arguments(arg, message):
   with pytest.raises(ConfigError, match=message):
-    config_args.parse(arg)
+    arguments.parse(arg)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_bad_model_values_rejected_by_build(arg, key, value, message):
   if key:
     config.model[key] = value
   with pytest.raises(ConfigError, match=message):
-    models.build(config.model, config.data.num_classes)
+    resnet.build(config.model, config.data.num_classes)
 
 
 def test_summary_json():

@@ -7,14 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resnet_jax import blocks
-from resnet_jax import models
+from resnet_jax.model import blocks
+from resnet_jax.model import resnet
 from tests.helpers import load_config
 
 
 def build(arg):
   config = load_config(f'configs/{arg}')
-  return models.build(config.model, config.data.num_classes)
+  return resnet.build(config.model, config.data.num_classes)
 
 
 def param_shapes(model, size):
@@ -74,7 +74,7 @@ def test_plain_nets_have_no_shortcut(arg):
 
 def test_option_a_pads_subsampled_identity_with_zeros():
   x = jax.random.normal(jax.random.key(1), (2, 8, 8, 16))
-  sc = blocks.Shortcut('A', 32, 2, models.conv_padded, nn.BatchNorm)
+  sc = blocks.Shortcut('A', 32, 2, resnet.conv_padded, nn.BatchNorm)
   y, variables = sc.init_with_output(jax.random.key(0), x)
   assert variables == {}  # option A has no parameters
   np.testing.assert_array_equal(y[..., :16], x[:, ::2, ::2, :])
@@ -84,7 +84,7 @@ def test_option_a_pads_subsampled_identity_with_zeros():
 def test_option_d_average_pools_before_a_stride_one_projection():
   x = jax.random.normal(jax.random.key(1), (2, 8, 8, 16))
   norm = lambda name: nn.BatchNorm(use_running_average=True, name=name)
-  sc = blocks.Shortcut('D', 32, 2, models.conv_padded, norm)
+  sc = blocks.Shortcut('D', 32, 2, resnet.conv_padded, norm)
   y, variables = sc.init_with_output(jax.random.key(0), x)
   kernel = variables['params']['conv_proj']['kernel']
   pooled = x.reshape(2, 4, 2, 4, 2, 16).mean(axis=(2, 4))
@@ -105,7 +105,7 @@ def test_zero_branch_returns_relu_of_input(
   block = block_cls(
     features=features,
     strides=1,
-    conv=models.conv_padded,
+    conv=resnet.conv_padded,
     norm=norm,
     shortcut=shortcut,
     zero_init_last_bn=True,
@@ -125,7 +125,7 @@ def test_zero_branch_preact_block_is_identity(block_cls, features):
   block = block_cls(
     features=features,
     strides=1,
-    conv=models.conv_padded,
+    conv=resnet.conv_padded,
     norm=norm,
     shortcut='B',
     zero_init_last_bn=True,
@@ -159,7 +159,7 @@ def test_he_normal_init_and_bn_defaults():
   for mode, fan in [('fan_in', 3 * 3 * 64), ('fan_out', 3 * 3 * 64)]:
     config = load_config('configs/cifar10.py:resnet110')
     config.model.init = mode
-    model = models.build(config.model, 10)
+    model = resnet.build(config.model, 10)
     params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
     kernels = [params[f'stage3_block{i}']['conv2']['kernel'] for i in range(18)]
     std = float(jnp.std(jnp.stack(kernels)))
@@ -194,32 +194,32 @@ def test_bn_running_average_uses_flax_momentum():
 def test_zero_init_residual_switch():
   config = load_config('configs/cifar10.py:resnet20')
   config.model.zero_init_residual = True
-  model = models.build(config.model, 10)
+  model = resnet.build(config.model, 10)
   params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
   assert not params['stage1_block0']['bn2']['scale'].any()
   assert params['stage1_block0']['bn1']['scale'].all()
 
 
 NAMED = {
-  'ResNet20': (models.ResNet20, 32),
-  'ResNet32': (models.ResNet32, 32),
-  'ResNet44': (models.ResNet44, 32),
-  'ResNet56': (models.ResNet56, 32),
-  'ResNet110': (models.ResNet110, 32),
-  'ResNet1202': (models.ResNet1202, 32),
-  'Plain20': (models.Plain20, 32),
-  'Plain32': (models.Plain32, 32),
-  'Plain44': (models.Plain44, 32),
-  'Plain56': (models.Plain56, 32),
-  'Plain110': (models.Plain110, 32),
-  'ResNet18': (models.ResNet18, 64),
-  'ResNet34': (models.ResNet34, 64),
-  'ResNet50': (models.ResNet50, 64),
-  'ResNet101': (models.ResNet101, 64),
-  'ResNet152': (models.ResNet152, 64),
-  'Plain18': (models.Plain18, 64),
-  'Plain34': (models.Plain34, 64),
-  'ResNeXt50_32x4d': (models.ResNeXt50_32x4d, 64),
+  'ResNet20': (resnet.ResNet20, 32),
+  'ResNet32': (resnet.ResNet32, 32),
+  'ResNet44': (resnet.ResNet44, 32),
+  'ResNet56': (resnet.ResNet56, 32),
+  'ResNet110': (resnet.ResNet110, 32),
+  'ResNet1202': (resnet.ResNet1202, 32),
+  'Plain20': (resnet.Plain20, 32),
+  'Plain32': (resnet.Plain32, 32),
+  'Plain44': (resnet.Plain44, 32),
+  'Plain56': (resnet.Plain56, 32),
+  'Plain110': (resnet.Plain110, 32),
+  'ResNet18': (resnet.ResNet18, 64),
+  'ResNet34': (resnet.ResNet34, 64),
+  'ResNet50': (resnet.ResNet50, 64),
+  'ResNet101': (resnet.ResNet101, 64),
+  'ResNet152': (resnet.ResNet152, 64),
+  'Plain18': (resnet.Plain18, 64),
+  'Plain34': (resnet.Plain34, 64),
+  'ResNeXt50_32x4d': (resnet.ResNeXt50_32x4d, 64),
 }
 
 
@@ -277,11 +277,11 @@ def test_named_models_shapes_and_dtypes(name):
 
 def test_named_models_equal_config_models():
   pairs = [
-    ('cifar10.py:resnet56', models.ResNet56),
-    ('cifar10.py:plain20', models.Plain20),
-    ('imagenet.py:resnet34', models.ResNet34),
-    ('imagenet.py:resnet152', models.ResNet152),
-    ('imagenet.py:resnext50_32x4d', models.ResNeXt50_32x4d),
+    ('cifar10.py:resnet56', resnet.ResNet56),
+    ('cifar10.py:plain20', resnet.Plain20),
+    ('imagenet.py:resnet34', resnet.ResNet34),
+    ('imagenet.py:resnet152', resnet.ResNet152),
+    ('imagenet.py:resnext50_32x4d', resnet.ResNeXt50_32x4d),
   ]
   for arg, factory in pairs:
     assert build(arg) == factory(), arg
@@ -291,7 +291,7 @@ def test_block_responses_for_figure7():
   model = build('cifar10.py:resnet62')  # 10 blocks a stage: numeric order
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
   variables = model.init(jax.random.key(1), x)
-  responses = models.block_responses(model, variables, x)
+  responses = resnet.block_responses(model, variables, x)
   names = [name for name, _ in responses]
   assert names == [f'stage{s}_block{b}' for s in (1, 2, 3) for b in range(10)]
   assert all(len(r) == 2 for _, r in responses)
@@ -299,4 +299,4 @@ def test_block_responses_for_figure7():
   assert responses[-1][1][-1].shape == (2, 8, 8, 64)
   plain = build('cifar10.py:plain20')
   pv = plain.init(jax.random.key(1), x)
-  assert len(models.block_responses(plain, pv, x)) == 9
+  assert len(resnet.block_responses(plain, pv, x)) == 9

@@ -95,8 +95,8 @@ def test_two_processes_get_the_same_mean_and_their_rows_of_each_batch(
   """The training mean of an image folder, from a random sample that each
   process crops a share of: the same bytes on both processes and as one
   process computes it; each process's labels are its rows of the batch."""
-  from resnet_jax import imagenet_data
-  from resnet_jax import inputs
+  from resnet_jax.data import image_sets
+  from resnet_jax.data import inputs
   from tests.helpers import REPO
   from tests.helpers import input_sample_config
 
@@ -111,7 +111,7 @@ def test_two_processes_get_the_same_mean_and_their_rows_of_each_batch(
   mean = inputs.Streaming(config).pixel_mean()
   for i in range(2):
     assert np.load(tmp_path / f'mean_{i}.npy').tobytes() == mean.tobytes()
-  one = imagenet_data.train_dataset(config.data, 8, config.train.seed)
+  one = image_sets.train_dataset(config.data, 8, config.train.seed)
   expected = np.stack([y for _, y in one.take(3).as_numpy_iterator()])
   halves = [np.load(tmp_path / f'labels_{i}.npy') for i in range(2)]
   np.testing.assert_array_equal(np.concatenate(halves, axis=1), expected)

@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from resnet_jax import optim
 from resnet_jax.errors import ConfigError
+from resnet_jax.train import optim
 from tests.helpers import load_config
 
 

@@ -11,11 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import checkpoint
-from resnet_jax import resume
-from resnet_jax import train_lib
 from resnet_jax.errors import ConfigError
 from resnet_jax.errors import Stopped
+from resnet_jax.run import checkpoint
+from resnet_jax.run import resume
+from resnet_jax.train import loop
 from tests.helpers import error_lines
 from tests.helpers import load_config
 from tests.helpers import read_metrics
@@ -54,11 +54,11 @@ def config_for(length=LENGTH, **train):
 
 def final_state(workdir, config=None):
   config = config or config_for()
-  exp = train_lib.setup(config)
+  exp = loop.setup(config)
   mgr = checkpoint.manager(str(workdir), 3, read_only=True)
   return jax.device_get(
     resume.restore_newest_readable(
-      mgr, train_lib.initial_state(exp), str(workdir / 'checkpoints')
+      mgr, loop.initial_state(exp), str(workdir / 'checkpoints')
     )
   )
 
@@ -126,7 +126,7 @@ def test_preemption_saves_at_the_current_step_and_resumes(
 def trained_to_10(tmp_path_factory):
   """A run trained once for the module, with checkpoints at 5 and 10."""
   workdir = tmp_path_factory.mktemp('trained') / 'run'
-  train_lib.train_and_evaluate(config_for(length=10), str(workdir))
+  loop.train_and_evaluate(config_for(length=10), str(workdir))
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['10', '5']
   return workdir
 
@@ -164,7 +164,7 @@ def test_damaged_checkpoint_is_named_and_skipped(two_checkpoints, how, caplog):
   )
   assert os.path.isdir(workdir / 'checkpoints' / '10.damaged')  # kept
   # Training resumes from 5 and ends where it would have.
-  result = train_lib.train_and_evaluate(config_for(length=10), str(workdir))
+  result = loop.train_and_evaluate(config_for(length=10), str(workdir))
   assert result['step'] == 10
   assert [s for s, _ in losses(workdir)] == list(range(1, 11))
   assert int(final_state(workdir, config_for(length=10)).step) == 10
@@ -212,7 +212,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   config.optim.update(warmup='constant', warmup_steps=6, warmup_lr=0.1)
   config.optim.lr = 1e35
   with pytest.raises(Stopped) as stopped:
-    train_lib.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
   message, code = str(stopped.value), stopped.value.exit_code
   assert code == 3 and 'non-finite' in message and 'at step' in message
   good = message.split('checkpoints/')[1].split(',')[0]
@@ -271,8 +271,8 @@ def test_checkpoint_from_8_devices_resumes_on_fewer(
 
 def test_same_seed_same_devices_same_losses(tmp_path):
   config = config_for(length=8)
-  first = train_lib.train_and_evaluate(config, str(tmp_path / 'a'))
-  second = train_lib.train_and_evaluate(config, str(tmp_path / 'b'))
+  first = loop.train_and_evaluate(config, str(tmp_path / 'a'))
+  second = loop.train_and_evaluate(config, str(tmp_path / 'b'))
   assert losses(tmp_path / 'a') == losses(tmp_path / 'b')
   assert first['top1_accuracy'] == second['top1_accuracy']
 
@@ -281,7 +281,7 @@ def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a folder')
   with pytest.raises(ConfigError, match='exists and is not a directory'):
-    train_lib.train_and_evaluate(config_for(), str(blocker))
+    loop.train_and_evaluate(config_for(), str(blocker))
   with pytest.raises(ConfigError, match='cannot write to --workdir'):
-    train_lib.train_and_evaluate(config_for(), str(blocker / 'sub'))
+    loop.train_and_evaluate(config_for(), str(blocker / 'sub'))
   assert blocker.read_text() == 'not a folder'

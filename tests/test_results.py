@@ -9,17 +9,17 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import models
 from resnet_jax import responses
 from resnet_jax import results
 from resnet_jax.errors import ConfigError
+from resnet_jax.model import resnet
 from tests.helpers import REPO
 from tests.helpers import load_config
 
 
 def test_layer_stds_are_per_channel_stds_averaged_over_channels():
   config = load_config('configs/cifar10.py:plain8')
-  model = models.build(config.model, 10)
+  model = resnet.build(config.model, 10)
   x = jax.random.normal(jax.random.key(0), (10, 8, 8, 3)) * 50
   variables = model.init(jax.random.key(1), x)
   # Moving averages away from (0, 1), so that inference-mode BN matters.
@@ -28,7 +28,7 @@ def test_layer_stds_are_per_channel_stds_averaged_over_channels():
   stds = responses.layer_stds(model, variables, x, batch_size=4)
   layers = [
     np.asarray(r, np.float64)
-    for _, block in models.block_responses(model, variables, x)
+    for _, block in resnet.block_responses(model, variables, x)
     for r in block
   ]
   assert len(stds) == len(layers) == 6  # 3 blocks of two 3x3 layers

@@ -12,9 +12,9 @@ import pytest
 
 from resnet_jax import evaluate
 from resnet_jax import predict
-from resnet_jax import run_lock
-from resnet_jax import rundir
 from resnet_jax.errors import ConfigError
+from resnet_jax.run import layout
+from resnet_jax.run import lock
 from tests.helpers import error_lines
 from tests.helpers import read_metrics
 from tests.helpers import run_cli
@@ -44,7 +44,7 @@ def test_a_second_run_is_refused_while_readers_read(tmp_path):
     assert f'{socket.gethostname()}, process {first.pid}, since 20' in line
     assert sorted(os.listdir(workdir)) == before
     # Readers meanwhile: the newest finalised checkpoint, read-only.
-    config = rundir.saved_config(str(workdir))
+    config = layout.saved_config(str(workdir))
     result = evaluate.evaluate_workdir(config, str(workdir))
     assert result['step'] >= 8 and result['step'] % 4 == 0
     assert result['num_examples'] == 200
@@ -65,12 +65,12 @@ def test_a_second_run_is_refused_while_readers_read(tmp_path):
 
 
 def test_the_holder_is_named_and_released(tmp_path):
-  with run_lock.hold(str(tmp_path)):
-    who = json.loads((tmp_path / run_lock.NAME).read_text())
+  with lock.hold(str(tmp_path)):
+    who = json.loads((tmp_path / lock.NAME).read_text())
     assert who['pid'] == os.getpid() and who['host'] == socket.gethostname()
     with pytest.raises(ConfigError, match=f'process {os.getpid()}, since'):
-      with run_lock.hold(str(tmp_path)):
+      with lock.hold(str(tmp_path)):
         pass
-  with run_lock.hold(str(tmp_path)):  # released at the end of the block
+  with lock.hold(str(tmp_path)):  # released at the end of the block
     pass
-  assert (tmp_path / run_lock.NAME).read_text() == ''
+  assert (tmp_path / lock.NAME).read_text() == ''

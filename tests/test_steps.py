@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resnet_jax import augment
-from resnet_jax import steps
-from resnet_jax import train_lib
+from resnet_jax.data import augment
 from resnet_jax.errors import ConfigError
+from resnet_jax.train import loop
+from resnet_jax.train import steps
 from tests.helpers import REPO
 from tests.helpers import load_config
 
@@ -26,8 +26,8 @@ def tiny_config(batch_size=16, bn_sync=False):
 
 
 def run(config, devices, num_steps, per_call=1):
-  exp = train_lib.setup(config, devices)
-  state = train_lib.initial_state(exp)
+  exp = loop.setup(config, devices)
+  state = loop.initial_state(exp)
   data = steps.replicate(
     exp.mesh, (exp.input.data.train.images, exp.input.data.train.labels)
   )
@@ -79,8 +79,8 @@ def test_per_device_bn_equals_mean_of_independent_shards():
   # Each of the 8 shards on its own: one device, its 2 examples, its own BN
   # statistics. The first update is linear in the gradient, so averaging
   # the shards' new parameters equals averaging their gradients.
-  exp = train_lib.setup(config, jax.devices()[:1])
-  state0 = train_lib.initial_state(exp)
+  exp = loop.setup(config, jax.devices()[:1])
+  state0 = loop.initial_state(exp)
   images = jnp.asarray(exp.input.data.train.images)
   labels = jnp.asarray(exp.input.data.train.labels)
   key = jax.random.key(0)
@@ -159,4 +159,4 @@ def test_batch_that_does_not_fit_is_rejected(key, value, message):
   config = tiny_config()
   config.train[key] = value
   with pytest.raises(ConfigError, match=message):
-    train_lib.setup(config)
+    loop.setup(config)

@@ -11,7 +11,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from resnet_jax import cifar_data
+from resnet_jax.data import cifar
 from tests.helpers import REPO
 
 SAMPLE = REPO / 'data' / 'cifar10-sample'
@@ -47,13 +47,13 @@ def test_tfds_prepares_then_reads_back(official_archive, tmp_path):
     'download_and_extract',
     return_value=str(root),
   ):
-    train, test = cifar_data.load_tfds('cifar10', data_dir, download=True)
+    train, test = cifar.load_tfds('cifar10', data_dir, download=True)
   assert (len(train), len(test)) == (200, 50)
-  expected = cifar_data.read_binary(
+  expected = cifar.read_binary(
     str(root / 'cifar-10-batches-bin' / 'test_batch.bin'), 'cifar10', 10
   )
   assert as_set(test) == as_set(expected)
   assert train.images.dtype == np.uint8 and train.labels.dtype == np.int32
   # Prepared now: reading again needs no download at all.
-  again, _ = cifar_data.load_tfds('cifar10', data_dir, download=False)
+  again, _ = cifar.load_tfds('cifar10', data_dir, download=False)
   assert as_set(again) == as_set(train)

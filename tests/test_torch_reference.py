@@ -3,8 +3,8 @@ parameter count), where PyTorch is installed (it is not in CI)."""
 
 import pytest
 
-from resnet_jax import models
 from resnet_jax import summary
+from resnet_jax.model import resnet
 
 torch_resnet = pytest.importorskip('benchmarks.torch_resnet')
 
@@ -12,9 +12,9 @@ torch_resnet = pytest.importorskip('benchmarks.torch_resnet')
 @pytest.mark.parametrize(
   'family,depth,num_classes,model,size',
   [
-    ('cifar', 20, 10, models.ResNet20, 32),
-    ('cifar', 56, 10, models.ResNet56, 32),
-    ('imagenet', 50, 1000, models.ResNet50, 64),
+    ('cifar', 20, 10, resnet.ResNet20, 32),
+    ('cifar', 56, 10, resnet.ResNet56, 32),
+    ('imagenet', 50, 1000, resnet.ResNet50, 64),
   ],
 )
 def test_reference_has_our_parameter_count(

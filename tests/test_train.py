@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import eval_lib
-from resnet_jax import train_lib
+from resnet_jax.eval import evaluator
+from resnet_jax.train import loop
 from tests.helpers import REPO
 from tests.helpers import load_config
 from tests.helpers import run_cli
@@ -44,7 +44,7 @@ def read_metrics(workdir, kind='train'):
 
 def test_loss_falls_on_the_bundled_sample(tmp_path):
   config = tiny_config(length=64, log_every=1)
-  result = train_lib.train_and_evaluate(config, str(tmp_path))
+  result = loop.train_and_evaluate(config, str(tmp_path))
   losses = [r['loss'] for r in read_metrics(tmp_path)]
   assert len(losses) == 64
   assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.15, losses
@@ -68,7 +68,7 @@ def test_several_steps_per_call_train_exactly_as_one_per_call(tmp_path):
   runs = {}
   for per_call in (1, 4):
     config = tiny_config(length=12, eval_every=6, steps_per_dispatch=per_call)
-    result = train_lib.train_and_evaluate(config, str(tmp_path / str(per_call)))
+    result = loop.train_and_evaluate(config, str(tmp_path / str(per_call)))
     records = read_metrics(tmp_path / str(per_call))
     records += read_metrics(tmp_path / str(per_call), 'validation')
     runs[per_call] = (result, records)
@@ -81,9 +81,9 @@ def test_several_steps_per_call_train_exactly_as_one_per_call(tmp_path):
 def test_evaluation_counts_every_example_once():
   config = tiny_config()
   config.data.validation_size = 201  # odd: 64-example batches, last padded
-  exp = train_lib.setup(config)
-  state = train_lib.initial_state(exp)
-  result = eval_lib.evaluate(
+  exp = loop.setup(config)
+  state = loop.initial_state(exp)
+  result = evaluator.evaluate(
     state, exp.input.data.eval, mesh=exp.mesh, model=exp.model, batch_size=64
   )
   assert result['num_examples'] == 201
@@ -202,13 +202,13 @@ def test_mfu_is_achieved_over_peak_flops():
 
 def test_bn_recomputed_as_the_average_of_batch_statistics():
   config = tiny_config()
-  exp = train_lib.setup(config)
-  state = train_lib.initial_state(exp)
+  exp = loop.setup(config)
+  state = loop.initial_state(exp)
   rng = np.random.default_rng(0)
   batches = [
     rng.normal(3.0, 2.0, (8, 32, 32, 3)).astype(np.float32) for _ in range(3)
   ]
-  new = eval_lib.recompute_batch_stats(state, exp.model, iter(batches))
+  new = evaluator.recompute_batch_stats(state, exp.model, iter(batches))
   # The stem's BN sees the stem conv's output: its mean over each batch,
   # then averaged over the three batches.
   kernel = np.asarray(state.params['conv_init']['kernel'])

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resnet_jax import models
-from resnet_jax import torch_convert
 from resnet_jax.errors import ConfigError
+from resnet_jax.model import resnet
+from resnet_jax.model import torch_convert
 from tests.helpers import REPO
 from tests.helpers import load_config
 from tests.helpers import run_cli
@@ -18,7 +18,7 @@ from tests.helpers import run_cli
 
 def _model(arg, num_classes=1000):
   config = load_config(f'configs/imagenet.py:{arg}')
-  return config, models.build(config.model, num_classes)
+  return config, resnet.build(config.model, num_classes)
 
 
 def _random_variables(model, size=64, seed=0):
@@ -104,7 +104,7 @@ def test_same_logits_as_pytorch_on_real_images(arg):
   variables = torch_convert.import_state_dict(state_dict, template)
   mean, scale = torch_convert.input_normalisation()
   config.model.input_scale = scale
-  model = models.build(config.model, 1000)
+  model = resnet.build(config.model, 1000)
   images = _real_images(4, 96)
   m = np.array(torch_convert.TORCHVISION_MEAN, np.float32)
   s = np.array(torch_convert.TORCHVISION_STD, np.float32)
@@ -184,15 +184,15 @@ def test_convert_cli_import_evaluate_export(tmp_path):
 def test_workdirs_saved_before_input_scale_still_resume_and_load(tmp_path):
   """model.input_scale is newer than some workdirs: their config.json
   reads as the default (no scaling), and only a real change is refused."""
-  from resnet_jax import resume
-  from resnet_jax import rundir
+  from resnet_jax.run import layout
+  from resnet_jax.run import resume
 
   config = load_config('configs/cifar10.py:resnet20')
   saved = json.loads(config.to_json_best_effort())
   del saved['model']['input_scale']
   (tmp_path / 'config.json').write_text(json.dumps(saved))
   resume.check_compatible(str(tmp_path), config)  # the same run: allowed
-  assert rundir.saved_config(str(tmp_path)).model.input_scale == (1.0,) * 3
+  assert layout.saved_config(str(tmp_path)).model.input_scale == (1.0,) * 3
   config.model.input_scale = (2.0, 2.0, 2.0)
   with pytest.raises(ConfigError, match='model.input_scale'):
     resume.check_compatible(str(tmp_path), config)

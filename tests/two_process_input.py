@@ -11,15 +11,15 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from resnet_jax import train_lib  # noqa: E402
+from resnet_jax.train import loop  # noqa: E402
 
-train_lib.initialize_distributed()
+loop.initialize_distributed()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from resnet_jax import imagenet_data  # noqa: E402
-from resnet_jax import inputs  # noqa: E402
+from resnet_jax.data import image_sets  # noqa: E402
+from resnet_jax.data import inputs  # noqa: E402
 from tests.helpers import input_sample_config  # noqa: E402
 
 
@@ -28,7 +28,7 @@ def main(folder: str, out: str):
   data = inputs.Streaming(config)  # checks the processes' listings agree
   me = jax.process_index()
   np.save(os.path.join(out, f'mean_{me}.npy'), data.pixel_mean())
-  ds = imagenet_data.train_dataset(
+  ds = image_sets.train_dataset(
     config.data, config.train.batch_size, config.train.seed
   )
   labels = [y for _, y in ds.take(3).as_numpy_iterator()]

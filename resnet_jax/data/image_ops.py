@@ -15,7 +15,7 @@ datasets) are decoded whole, then cropped.
 
 import tensorflow as tf
 
-from resnet_jax import imagenet_data
+from resnet_jax.data import image_sets
 
 CROP = 224
 TEN_CROP_SIDE = 256  # shorter side before the 10 crops (and the centre crop)
@@ -30,7 +30,7 @@ def to_uint8(image):
 
 
 def is_jpeg(data):
-  return tf.equal(tf.strings.substr(data, 0, 3), imagenet_data.JPEG_MAGIC)
+  return tf.equal(tf.strings.substr(data, 0, 3), image_sets.JPEG_MAGIC)
 
 
 def is_image(data):
@@ -38,7 +38,7 @@ def is_image(data):
   return tf.reduce_any(
     [
       tf.equal(tf.strings.substr(data, 0, len(magic)), magic)
-      for magic in imagenet_data.IMAGE_MAGIC
+      for magic in image_sets.IMAGE_MAGIC
     ]
   )
 

@@ -4,12 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax import cifar_data
-from resnet_jax import steps
+from resnet_jax.data import cifar
+from resnet_jax.train import steps
 
 
 def evaluate(
-  state, split: cifar_data.Split, *, mesh, model, batch_size: int, eval_fn=None
+  state, split: cifar.Split, *, mesh, model, batch_size: int, eval_fn=None
 ) -> dict:
   """Accuracy, loss and count over every example of `split`: the last batch
   is padded and masked, so each example counts exactly once."""

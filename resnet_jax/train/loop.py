@@ -17,21 +17,21 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 
-from resnet_jax import checkpoint
-from resnet_jax import config_ranges
 from resnet_jax import errors
-from resnet_jax import finetune
-from resnet_jax import imagenet_data
-from resnet_jax import inputs
-from resnet_jax import metrics_writer
-from resnet_jax import models
-from resnet_jax import optim
-from resnet_jax import preemption
-from resnet_jax import resume
-from resnet_jax import run_lock
-from resnet_jax import steps
+from resnet_jax.config import ranges
+from resnet_jax.data import image_sets
+from resnet_jax.data import inputs
 from resnet_jax.errors import ConfigError
 from resnet_jax.errors import Stopped
+from resnet_jax.model import resnet
+from resnet_jax.run import checkpoint
+from resnet_jax.run import lock
+from resnet_jax.run import metrics_writer
+from resnet_jax.run import preemption
+from resnet_jax.run import resume
+from resnet_jax.train import finetune
+from resnet_jax.train import optim
+from resnet_jax.train import steps
 
 CLASSES = 'classes.json'  # WORKDIR's class names, when the data has them
 
@@ -42,7 +42,7 @@ class Experiment:
 
   config: Any
   mesh: jax.sharding.Mesh
-  model: models.ResNet
+  model: resnet.ResNet
   tx: Any
   lr_fn: Callable
   input: Any  # inputs.DeviceResident or inputs.Streaming
@@ -57,7 +57,7 @@ def setup(config, devices=None, data=None, workdir=None) -> Experiment:
   """Checks the config and loads the data (or takes `data`, an input such
   as inputs.Synthetic); raises ConfigError on bad input. A `workdir` that
   a run has used already gives it the files that run listed."""
-  config_ranges.check(config)  # first: every numeric key in its range
+  ranges.check(config)  # first: every numeric key in its range
   t = config.train
   mesh = steps.make_mesh(devices)
   if t.batch_size % mesh.size:
@@ -70,7 +70,7 @@ def setup(config, devices=None, data=None, workdir=None) -> Experiment:
       f'train.eval_batch_size={t.eval_batch_size} does not '
       f'divide over {mesh.size} devices'
     )
-  model = models.build(config.model, config.data.num_classes)
+  model = resnet.build(config.model, config.data.num_classes)
   if config.train.bn_sync:
     model = model.clone(bn_axis_name=steps.AXIS)
   if 'finetune' in config and config.finetune.mode == 'linear_probe':
@@ -176,7 +176,7 @@ def _write_config(exp: Experiment, workdir: str):
     path = os.path.join(workdir, CLASSES)
     with errors.writing(path, 'writing the class names'):
       _replace(path, json.dumps(list(exp.input.classes)))
-  path = os.path.join(workdir, imagenet_data.LISTING)
+  path = os.path.join(workdir, image_sets.LISTING)
   with errors.writing(path, 'writing the list of training files'):
     exp.input.save_listing(workdir)
 
@@ -233,7 +233,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   resume.check_compatible(workdir, config)  # first: the cheapest refusal
   exp = setup(config, devices, workdir=workdir)
   _prepare_workdir(workdir)
-  with run_lock.hold(workdir):
+  with lock.hold(workdir):
     return _train(exp, workdir)
 
 

@@ -83,7 +83,7 @@ FRACTION = Range(0, 1, high_open=True)  # momenta: 1 would never forget
 
 RANGES = {
   # model
-  'model.depth': COUNT,  # which depths exist: models.build
+  'model.depth': COUNT,  # which depths exist: resnet.build
   'model.cardinality': COUNT,
   'model.base_width': COUNT,
   'model.bn_momentum': FRACTION,

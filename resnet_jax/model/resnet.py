@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from resnet_jax import blocks
 from resnet_jax.errors import ConfigError
+from resnet_jax.model import blocks
 
 ModuleDef = Any
 partial = functools.partial

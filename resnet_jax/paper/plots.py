@@ -19,8 +19,8 @@ import os
 from matplotlib.figure import Figure
 import numpy as np
 
-from resnet_jax import config_args
 from resnet_jax import responses as responses_lib
+from resnet_jax.config import arguments
 
 # Train-error points averaged into one plotted point.
 _POINTS = 60
@@ -85,7 +85,7 @@ def _runs(experiment, root: str, seeds: int):
     workdirs = [
       w for w in workdirs if os.path.exists(os.path.join(w, 'metrics.jsonl'))
     ]
-    yield run, config_args.load(run.config), workdirs
+    yield run, arguments.load(run.config), workdirs
 
 
 def curves(experiment, root: str, seeds: int, path: str) -> str | None:

@@ -26,7 +26,7 @@ import os
 from absl import logging
 import numpy as np
 
-from resnet_jax import example_order
+from resnet_jax.data import example_order
 from resnet_jax.errors import ConfigError
 
 JPEG_MAGIC = b'\xff\xd8\xff'
@@ -285,7 +285,7 @@ def if_image(tf, data, name, make, blank_shape):
   with TensorFlow's warning."""
   import sys
 
-  from resnet_jax import imagenet_ops
+  from resnet_jax.data import image_ops
 
   def skip():
     warn = tf.print(
@@ -297,7 +297,7 @@ def if_image(tf, data, name, make, blank_shape):
     with tf.control_dependencies([warn]):
       return tf.zeros(blank_shape, tf.uint8)
 
-  ok = imagenet_ops.is_image(data)
+  ok = image_ops.is_image(data)
   return tf.cond(ok, make, skip), ok
 
 
@@ -376,7 +376,7 @@ def train_dataset(
   JAX's) are for resumed runs and tests.
   """
   tf = tensorflow_cpu()
-  from resnet_jax import imagenet_ops
+  from resnet_jax.data import image_ops
 
   process = _process(process)
   rows = global_batch // process[1]
@@ -396,10 +396,10 @@ def train_dataset(
     )
   size = data_cfg.image_size
   crop = {
-    'scale': lambda j, s: imagenet_ops.scale_augment(
+    'scale': lambda j, s: image_ops.scale_augment(
       j, s, *data_cfg.scale_range, size=size
     ),
-    'inception': lambda j, s: imagenet_ops.inception_crop(j, s, size=size),
+    'inception': lambda j, s: image_ops.inception_crop(j, s, size=size),
   }[data_cfg.train_crop]
 
   def preprocess(source, label, where):
@@ -435,7 +435,7 @@ def eval_dataset(
   shard, says which scores belong together across sides.
   """
   tf = tensorflow_cpu()
-  from resnet_jax import imagenet_ops
+  from resnet_jax.data import image_ops
 
   check_protocol(protocol)
   ds, _, _ = source(data_cfg, split)
@@ -443,18 +443,18 @@ def eval_dataset(
   read = read_jpeg(tf, data_cfg)
   size = data_cfg.image_size
   if protocol != 'multiscale':  # 256 for 224 crops, in proportion otherwise
-    side = round(size * imagenet_ops.TEN_CROP_SIDE / imagenet_ops.CROP)
+    side = round(size * image_ops.TEN_CROP_SIDE / image_ops.CROP)
   views, blank = {
     'center': (
-      lambda j: imagenet_ops.center_crop(j, side, size)[None],
+      lambda j: image_ops.center_crop(j, side, size)[None],
       (1, size, size, 3),
     ),
     'ten_crop': (
-      lambda j: imagenet_ops.ten_crops(j, side, size),
+      lambda j: image_ops.ten_crops(j, side, size),
       (10, size, size, 3),
     ),
     'multiscale': (
-      lambda j: imagenet_ops.multiscale(j, side),
+      lambda j: image_ops.multiscale(j, side),
       (2, side, side, 3),
     ),
   }[protocol]
@@ -511,11 +511,11 @@ def mean_sums(
   same images whatever the process count. Integer sums: adding the
   processes' shares gives the same bytes on every process."""
   tf = tensorflow_cpu()
-  from resnet_jax import imagenet_ops
+  from resnet_jax.data import image_ops
 
   index, count = _process(process)
   size = data_cfg.image_size
-  side = round(size * imagenet_ops.TEN_CROP_SIDE / imagenet_ops.CROP)
+  side = round(size * image_ops.TEN_CROP_SIDE / image_ops.CROP)
   if data_cfg.image_folder:
     listing = listing or list_image_folder(data_cfg.image_folder, 'train')
     sample = example_order.mean_sample(len(listing), data_cfg.mean_images, seed)
@@ -538,7 +538,7 @@ def mean_sums(
       tf,
       data,
       name,
-      lambda: imagenet_ops.center_crop(data, side, size),
+      lambda: image_ops.center_crop(data, side, size),
       (size, size, 3),
     )
 

@@ -19,7 +19,9 @@ OPTIONS = {
   'stride': ('v1', 'v1.5'),
   'dtype': ('float32', 'bfloat16'),
 }
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 
 _NAME = re.compile(r'^(resnet|plain|resnext)(\d+)(?:_(\d+)x(\d+)d)?$')
 

@@ -12,10 +12,10 @@ import os
 import jax
 import numpy as np
 
-from resnet_jax import config_args
-from resnet_jax import rundir
-from resnet_jax import steps
+from resnet_jax.config import arguments
 from resnet_jax.errors import ConfigError
+from resnet_jax.run import layout
+from resnet_jax.train import steps
 
 # What must match for the source's weights to mean the same thing here.
 ARCHITECTURE = (
@@ -46,7 +46,7 @@ def inherit(config) -> None:
       "data.num_classes is required: your data's number of classes, the "
       "new head's size"
     )
-  source = rundir.saved_config(ft.init_from)
+  source = layout.saved_config(ft.init_from)
   checkpoints = os.path.join(ft.init_from, 'checkpoints')
   if not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
     raise ConfigError(f'finetune.init_from: no checkpoint in {checkpoints}')
@@ -57,7 +57,7 @@ def inherit(config) -> None:
         f'network with {key}={source.model[key]!r}: use '
         f'--config=configs/finetune.py:{config_arg(source.model)}'
       )
-  _, mean_shape = rundir.image_shapes(source)
+  _, mean_shape = layout.image_shapes(source)
   size = config.data.image_size
   if mean_shape[:2] not in ((1, 1), (size, size)):
     raise ConfigError(
@@ -78,7 +78,7 @@ def config_arg(m) -> str:
   name = f'{kind}{m.depth}'
   if kind == 'resnext':
     name += f'_{m.cardinality}x{m.base_width}d'
-  default = config_args.model_config(name, family=m.family)
+  default = arguments.model_config(name, family=m.family)
   options = [
     f'{key}={m[key]}'
     for key in ('shortcut', 'block', 'stride')
@@ -94,7 +94,7 @@ def source_state(config) -> steps.TrainState:
   reads it whole; no device holds more than its replica)."""
   init_from = config.finetune.init_from
   local = steps.make_mesh(jax.local_devices())
-  _, _, state = rundir.load(init_from, mesh=local)
+  _, _, state = layout.load(init_from, mesh=local)
   return state
 
 

@@ -10,12 +10,12 @@ import os
 import jax
 import numpy as np
 
-from resnet_jax import cifar_data
-from resnet_jax import eval_lib
-from resnet_jax import imagenet_data
-from resnet_jax import imagenet_eval
-from resnet_jax import steps
+from resnet_jax.data import cifar
+from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
+from resnet_jax.eval import evaluator
+from resnet_jax.eval import image_evaluator
+from resnet_jax.train import steps
 
 
 class DeviceResident:
@@ -24,14 +24,14 @@ class DeviceResident:
 
   def __init__(self, config):
     self._config = config
-    self.data = cifar_data.load(config.data)
+    self.data = cifar.load(config.data)
     self.num_train = len(self.data.train)
     self.eval_name = self.data.eval_name
-    self.classes = cifar_data.class_names(config.data)
+    self.classes = cifar.class_names(config.data)
     self._eval_fn = None
 
   def pixel_mean(self) -> np.ndarray:
-    return cifar_data.pixel_mean(self.data.train.images)
+    return cifar.pixel_mean(self.data.train.images)
 
   def save_listing(self, workdir: str) -> None:
     del workdir  # the data are whole files, read in full every run
@@ -70,7 +70,7 @@ class DeviceResident:
       return None
     if self._eval_fn is None:  # compiled once, reused at every evaluation
       self._eval_fn = steps.sharded_eval_step(mesh, model=model)
-    return eval_lib.evaluate(
+    return evaluator.evaluate(
       state,
       self.data.eval,
       mesh=mesh,
@@ -91,13 +91,13 @@ class Streaming:
     # An image folder's training files: listed once, saved in the workdir
     # and reused when the run resumes.
     self.listing = (
-      imagenet_data.training_listing(d.image_folder, workdir)
+      image_sets.training_listing(d.image_folder, workdir)
       if d.image_folder
       else None
     )
     if self.listing is not None and jax.process_count() > 1:
       _check_same_on_every_process(self.listing)
-    self.num_train, self.classes = imagenet_data.num_examples_and_classes(
+    self.num_train, self.classes = image_sets.num_examples_and_classes(
       d, 'train', self.listing
     )
     if len(self.classes) != d.num_classes:
@@ -110,7 +110,7 @@ class Streaming:
 
   def save_listing(self, workdir: str) -> None:
     """WORKDIR/train_files.txt.gz: the files this run trains on."""
-    path = os.path.join(workdir, imagenet_data.LISTING)
+    path = os.path.join(workdir, image_sets.LISTING)
     if self.listing is not None and not os.path.exists(path):
       self.listing.save(path)
 
@@ -122,7 +122,7 @@ class Streaming:
     d = self._config.data
     if d.mean not in ('pixel', 'channel'):
       raise ConfigError(f'data.mean={d.mean!r} is not one of pixel, channel')
-    total, count = imagenet_data.mean_sums(
+    total, count = image_sets.mean_sums(
       d, self._config.train.seed, listing=self.listing
     )
     total, count = _exact_process_sum(total, count)
@@ -139,7 +139,7 @@ class Streaming:
     """bare=True feeds the first batch again and again: the step without
     the host pipeline, the reference the benchmark holds the loop to."""
     t = self._config.train
-    batches = imagenet_data.train_dataset(
+    batches = image_sets.train_dataset(
       self._config.data,
       t.batch_size,
       seed=t.seed,
@@ -168,7 +168,7 @@ class Streaming:
     if self.eval_name == 'none':
       return None
     if self._evaluator is None:  # compiled once, reused at every evaluation
-      self._evaluator = imagenet_eval.Evaluator(
+      self._evaluator = image_evaluator.Evaluator(
         self._config.data,
         model=model,
         batch_size=self._config.train.eval_batch_size,
@@ -236,7 +236,7 @@ def _check_data_config(d):
   """The ImageNet data keys whose values can be wrong on their own."""
   if d.eval_on not in ('val', 'none'):
     raise ConfigError(f'data.eval_on={d.eval_on!r} is not one of val, none')
-  imagenet_data.check_protocol(d.eval_protocol)
+  image_sets.check_protocol(d.eval_protocol)
   if d.train_crop not in ('scale', 'inception'):
     raise ConfigError(
       f'data.train_crop={d.train_crop!r} is not one of scale, inception'
@@ -290,7 +290,7 @@ def prefetch_to_mesh(mesh, host_batches):
 def for_config(config, workdir: str | None = None):
   """The input a config asks for: CIFAR on the device, anything else (an
   image folder, tfds imagenet2012 or another tfds dataset) streamed."""
-  if config.data.name in cifar_data.LABEL_BYTES:
+  if cifar.is_cifar(config.data.name):
     return DeviceResident(config)
   if not config.data.image_folder and not config.data.name:
     raise ConfigError(

@@ -13,10 +13,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
-from resnet_jax import eval_lib
-from resnet_jax import imagenet_data
-from resnet_jax import steps
+from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
+from resnet_jax.eval import evaluator
+from resnet_jax.train import steps
 
 
 def local_mesh() -> jax.sharding.Mesh:
@@ -61,7 +61,7 @@ class Evaluator:
         f'eval batch size {batch_size} does not divide over '
         f'{jax.process_count()} process(es) of {self.mesh.size} devices'
       )
-    imagenet_data.check_protocol(protocol)
+    image_sets.check_protocol(protocol)
     if protocol == 'multiscale' and not data_cfg.eval_scales:
       raise ConfigError('multi-scale evaluation needs data.eval_scales')
     self._data, self._split = data_cfg, split
@@ -75,10 +75,10 @@ class Evaluator:
       totals = self._multiscale(state)
     else:
       totals = self._single_scale(state)
-    return eval_lib.eval_metrics(eval_lib.process_sum(totals))
+    return evaluator.eval_metrics(evaluator.process_sum(totals))
 
   def _single_scale(self, state):
-    ds = imagenet_data.eval_dataset(
+    ds = image_sets.eval_dataset(
       self._data, self._split, self._batch, self._protocol
     )
     totals = None
@@ -90,16 +90,16 @@ class Evaluator:
   def _multiscale(self, state):
     """Softmax averaged over the sides and flips of each image (the
     paper's section 3.4), accumulated on the host by the image's index."""
-    count, classes = imagenet_data.num_examples_and_classes(
+    count, classes = image_sets.num_examples_and_classes(
       self._data, self._split
     )
-    n = imagenet_data.shard_size(count)
+    n = image_sets.shard_size(count)
     probs = np.zeros((n, len(classes)), np.float32)
     labels = np.zeros(n, np.int32)
     seen = np.zeros(n, np.int32)
     sharding = NamedSharding(self.mesh, P(steps.AXIS))
     for side in self._data.eval_scales:
-      ds = imagenet_data.eval_dataset(
+      ds = image_sets.eval_dataset(
         self._data, self._split, self._batch, 'multiscale', side=side
       )
       # Only the views go to the devices; labels and indices wait here.

@@ -9,13 +9,13 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_dict
 
-from resnet_jax import checkpoint
-from resnet_jax import cifar_data
-from resnet_jax import models
-from resnet_jax import optim
-from resnet_jax import resume
-from resnet_jax import steps
+from resnet_jax.data import cifar
 from resnet_jax.errors import ConfigError
+from resnet_jax.model import resnet
+from resnet_jax.run import checkpoint
+from resnet_jax.run import resume
+from resnet_jax.train import optim
+from resnet_jax.train import steps
 
 
 def saved_config(workdir: str) -> config_dict.ConfigDict:
@@ -58,7 +58,7 @@ def image_shapes(config):
   mean is always per pixel, the others' per pixel or per channel."""
   size = config.data.image_size
   shape = (size, size, 3)
-  if config.data.name in cifar_data.LABEL_BYTES:
+  if cifar.is_cifar(config.data.name):
     return shape, shape
   return shape, (1, 1, 3) if config.data.mean == 'channel' else shape
 
@@ -113,7 +113,7 @@ def load(workdir: str, config=None, mesh=None):
   inputs, the state on the host: config.json (or `config`), the model it
   builds and the newest checkpoint."""
   config = config or saved_config(workdir)
-  model = models.build(config.model, config.data.num_classes)
+  model = resnet.build(config.model, config.data.num_classes)
   shape, mean_shape = image_shapes(config)
   state = restore(
     config, workdir, model, shape, mean_shape, mesh or steps.make_mesh()

@@ -9,8 +9,8 @@ import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
-from resnet_jax import cifar_data
 from resnet_jax import errors
+from resnet_jax.data import cifar
 from resnet_jax.errors import ConfigError
 
 # Keys added to the configs after runs were saved without them, with the
@@ -94,11 +94,11 @@ def check_compatible(workdir: str, config) -> None:
 def added_keys(flat_saved: dict) -> dict:
   """The ADDED_KEYS missing from a saved (flattened) config that its
   config file has now."""
-  cifar = flat_saved.get('data.name') in cifar_data.LABEL_BYTES
+  on_cifar = cifar.is_cifar(flat_saved.get('data.name'))
   return {
     k: v
     for k, v in ADDED_KEYS.items()
-    if k not in flat_saved and not (cifar and k in NOT_IN_CIFAR)
+    if k not in flat_saved and not (on_cifar and k in NOT_IN_CIFAR)
   }
 
 

@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 import optax
 
-from resnet_jax import augment
+from resnet_jax.data import augment
 
 AXIS = 'data'
 
