@@ -20,6 +20,7 @@ stdout line is one JSON object.
 """
 
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ import jax
 from ml_collections import config_flags
 
 from resnet_jax import errors
+from resnet_jax import parallel
 from resnet_jax.data import inputs
 from resnet_jax.train import loop
 
@@ -46,14 +48,11 @@ def step_report(
   seconds the first call took beyond a steady one (compilation)."""
   exp = loop.setup(config, data=inputs.Synthetic(config) if synthetic else None)
   state = loop.initial_state(exp)
-  train_fn = exp.input.train_fn(
-    exp.mesh,
-    model=exp.model,
-    tx=exp.tx,
-    lr_fn=exp.lr_fn,
-    start_step=0,
-    bare=True,
-  )
+  if exp.input.kind == 'device':
+    train_fn = loop.train_fn(exp, 0)
+  else:  # one batch, put on the mesh once and fed again and again
+    first = parallel.shard_batch(exp.mesh, next(exp.input.batches(0)))
+    train_fn = loop.train_fn(exp, 0, batches=itertools.repeat(first))
   per_call = config.train.steps_per_dispatch
   start = time.perf_counter()
   state, metrics = train_fn(state, per_call)
@@ -264,24 +263,24 @@ def main(argv):
   report = step_report(config, FLAGS.steps, FLAGS.warmup, FLAGS.synthetic)
   step = report['step_images_per_sec']
   # Synthetic data has no loop to time: the loop reads the real input.
-  loop = (
+  in_loop = (
     None
     if FLAGS.synthetic
     else loop_images_per_sec(config, FLAGS.steps, FLAGS.warmup)
   )
   report.update(
-    loop_images_per_sec=loop,
-    loop_over_step=round(loop / step, 4) if loop else None,
+    loop_images_per_sec=in_loop,
+    loop_over_step=round(in_loop / step, 4) if in_loop else None,
     **utilisation(config, step, FLAGS.peak_tflops),
   )
-  if FLAGS.checkpoint_every and loop:
+  if FLAGS.checkpoint_every and in_loop:
     saving = loop_images_per_sec(
       config, FLAGS.steps, FLAGS.warmup, FLAGS.checkpoint_every
     )
     report.update(
       checkpoint_every=FLAGS.checkpoint_every,
       loop_with_checkpoints_images_per_sec=round(saving, 2),
-      checkpoints_over_loop=round(saving / loop, 4),
+      checkpoints_over_loop=round(saving / in_loop, 4),
     )
   device = jax.devices()[0]
   report.update(

@@ -29,7 +29,7 @@ from resnet_jax.model import torch_convert
 from resnet_jax.run import checkpoint
 from resnet_jax.run import layout
 from resnet_jax.train import optim
-from resnet_jax.train import steps
+from resnet_jax.train import train_state
 
 FLAGS = flags.FLAGS
 
@@ -52,14 +52,9 @@ def import_checkpoint(config, torch_path: str, workdir: str) -> dict:
   mean, config.model.input_scale = torch_convert.input_normalisation()
   config.data.mean = 'channel'
   tx, _ = optim.optimizer(config, variables['params'], steps_per_epoch=1)
-  params = jax.tree.map(jnp.asarray, variables['params'])
-  state = steps.TrainState(
-    step=jnp.zeros((), jnp.int32),
-    params=params,
-    batch_stats=jax.tree.map(jnp.asarray, variables['batch_stats']),
-    opt_state=tx.init(params),
-    pixel_mean=jnp.asarray(mean),
-  )
+  variables = jax.tree.map(jnp.asarray, variables)
+  state = train_state.create(model, tx, None, mean, variables=dict(variables))
+  params = state.params
   os.makedirs(workdir, exist_ok=True)
   saver = checkpoint.Saver(
     checkpoint.manager(workdir, config.train.keep_checkpoints)

@@ -23,12 +23,12 @@ import jax
 import numpy as np
 
 from resnet_jax import errors
+from resnet_jax import parallel
 from resnet_jax.data import cifar
 from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import layout
 from resnet_jax.train import loop
-from resnet_jax.train import steps
 
 FLAGS = flags.FLAGS
 
@@ -105,7 +105,7 @@ def predict(workdir: str, files, batch_size: int = 64) -> list[dict]:
   if batch_size <= 0:
     raise ConfigError(f'--batch_size={batch_size} must be positive')
   config = layout.saved_config(workdir)
-  one_device = steps.make_mesh(jax.local_devices()[:1])
+  one_device = parallel.make_mesh(jax.local_devices()[:1])
   _, model, state = layout.load(workdir, config, one_device)
   images = [f for f in files if not f.endswith('.npy')]
   batches = {f: load_batch(f) for f in files if f.endswith('.npy')}

@@ -140,10 +140,10 @@ def train_run(run, seed: int, config, workdir: str) -> dict:
   start = time.time()
   result = loop.train_and_evaluate(config, workdir)
   if config.data.name == 'imagenet2012':  # the paper's test: 10 crops
-    from resnet_jax import evaluate
+    from resnet_jax.eval import saved_run
 
     config.data.eval_protocol = 'ten_crop'
-    result = evaluate.evaluate_workdir(config, workdir)
+    result = saved_run.evaluate_workdir(config, workdir)
   if 'top1_error' not in result:
     raise ConfigError(
       f'{run.name}: no evaluation result; set data.eval_on to a split'

@@ -14,10 +14,10 @@ import pytest
 
 from resnet_jax.data import image_ops
 from resnet_jax.data import image_sets
+from resnet_jax.eval import bn_stats
+from resnet_jax.eval import eval_steps
 from resnet_jax.eval import evaluator
-from resnet_jax.eval import image_evaluator
 from resnet_jax.train import loop
-from resnet_jax.train import steps
 from tests.helpers import run_cli
 from tests.test_imagenet_input import FOLDER
 from tests.test_imagenet_input import imagenet_train_config
@@ -42,7 +42,7 @@ def experiment():
   batches = (
     v[:, 0].astype(np.float32) - mean for v, *_ in ds.as_numpy_iterator()
   )
-  return exp, evaluator.recompute_batch_stats(state, exp.model, batches)
+  return exp, bn_stats.recompute(state, exp.model, batches)
 
 
 def reference(exp, state, protocol):
@@ -57,7 +57,9 @@ def reference(exp, state, protocol):
     'multiscale': lambda j: [image_ops.multiscale(j, s) for s in d.eval_scales],
   }[protocol]
   probs = []
-  apply = jax.jit(functools.partial(steps.view_probabilities, model=exp.model))
+  apply = jax.jit(
+    functools.partial(eval_steps.view_probabilities, model=exp.model)
+  )
   for path in paths:
     with open(path, 'rb') as f:
       jpeg = f.read()
@@ -76,14 +78,14 @@ def reference(exp, state, protocol):
 @pytest.mark.parametrize('protocol', ['center', 'ten_crop', 'multiscale'])
 def test_protocol_equals_each_image_evaluated_alone(experiment, protocol):
   exp, state = experiment
-  evaluator = image_evaluator.Evaluator(
+  evaluation = evaluator.ImageSetEvaluator(
     exp.config.data,
     model=exp.model,
     batch_size=16,  # 40 images: the last batch (or shape group) is padded
     protocol=protocol,
     split='train',
   )
-  got, want = evaluator(state), reference(exp, state, protocol)
+  got, want = evaluation(state), reference(exp, state, protocol)
   assert got['num_examples'] == want['num_examples'] == 40
   for key in ('top1_accuracy', 'top5_accuracy', 'loss'):
     np.testing.assert_allclose(got[key], want[key], rtol=1e-4, err_msg=key)
@@ -93,7 +95,7 @@ def test_protocols_differ(experiment):
   """The 10 crops and the scales are really used: not the centre crop."""
   exp, state = experiment
   losses = {
-    p: image_evaluator.Evaluator(
+    p: evaluator.ImageSetEvaluator(
       exp.config.data, model=exp.model, batch_size=16, protocol=p, split='train'
     )(state)['loss']
     for p in image_sets.PROTOCOLS
@@ -174,9 +176,7 @@ def test_synthetic_benchmark_reads_no_data(tmp_path):
   )
   exp = loop.setup(config, data=inputs.Synthetic(config))
   assert exp.steps_per_epoch == 1_281_167 // config.train.batch_size
-  step = exp.input.train_fn(
-    exp.mesh, model=exp.model, tx=exp.tx, lr_fn=exp.lr_fn, start_step=0
-  )
+  step = loop.train_fn(exp, 0)
   state = loop.initial_state(exp)
   losses = []
   for _ in range(4):

@@ -10,9 +10,9 @@ import socket
 import numpy as np
 import pytest
 
-from resnet_jax import evaluate
 from resnet_jax import predict
 from resnet_jax.errors import ConfigError
+from resnet_jax.eval import saved_run
 from resnet_jax.run import layout
 from resnet_jax.run import lock
 from tests.helpers import error_lines
@@ -45,7 +45,7 @@ def test_a_second_run_is_refused_while_readers_read(tmp_path):
     assert sorted(os.listdir(workdir)) == before
     # Readers meanwhile: the newest finalised checkpoint, read-only.
     config = layout.saved_config(str(workdir))
-    result = evaluate.evaluate_workdir(config, str(workdir))
+    result = saved_run.evaluate_workdir(config, str(workdir))
     assert result['step'] >= 8 and result['step'] % 4 == 0
     assert result['num_examples'] == 200
     batch = tmp_path / 'batch.npy'

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from resnet_jax import parallel
 from resnet_jax.data import augment
 from resnet_jax.errors import ConfigError
 from resnet_jax.train import loop
@@ -28,7 +29,7 @@ def tiny_config(batch_size=16, bn_sync=False):
 def run(config, devices, num_steps, per_call=1):
   exp = loop.setup(config, devices)
   state = loop.initial_state(exp)
-  data = steps.replicate(
+  data = parallel.replicate(
     exp.mesh, (exp.input.data.train.images, exp.input.data.train.labels)
   )
   fn = steps.sharded_train_step(

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from resnet_jax.eval import bn_stats
 from resnet_jax.eval import evaluator
 from resnet_jax.train import loop
 from tests.helpers import REPO
@@ -83,9 +84,10 @@ def test_evaluation_counts_every_example_once():
   config.data.validation_size = 201  # odd: 64-example batches, last padded
   exp = loop.setup(config)
   state = loop.initial_state(exp)
-  result = evaluator.evaluate(
-    state, exp.input.data.eval, mesh=exp.mesh, model=exp.model, batch_size=64
+  evaluation = evaluator.ArrayEvaluator(
+    exp.input.data.eval, 'validation', model=exp.model, batch_size=64
   )
+  result = evaluation(state)
   assert result['num_examples'] == 201
   # The same numbers computed directly, unsharded, in one batch.
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
@@ -208,7 +210,7 @@ def test_bn_recomputed_as_the_average_of_batch_statistics():
   batches = [
     rng.normal(3.0, 2.0, (8, 32, 32, 3)).astype(np.float32) for _ in range(3)
   ]
-  new = evaluator.recompute_batch_stats(state, exp.model, iter(batches))
+  new = bn_stats.recompute(state, exp.model, iter(batches))
   # The stem's BN sees the stem conv's output: its mean over each batch,
   # then averaged over the three batches.
   kernel = np.asarray(state.params['conv_init']['kernel'])

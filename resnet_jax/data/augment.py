@@ -14,6 +14,18 @@ import numpy as np
 PAD = 4  # section 4.2: 4 pixels padded on each side, then a 32x32 crop
 
 
+def normalise(images, pixel_mean):
+  """Images (uint8 or float, NHWC) -> float32 less the training mean: the
+  one place the input is normalised, in training, evaluation, prediction
+  and BN re-estimation. A per-pixel mean is resized for views larger
+  than the training crop (the multi-scale test); a per-channel one
+  (1, 1, 3) broadcasts. (model.input_scale then divides, in the model.)"""
+  h, w, c = images.shape[-3:]
+  if pixel_mean.shape[:2] not in ((1, 1), (h, w)):
+    pixel_mean = jax.image.resize(pixel_mean, (h, w, c), 'bilinear')
+  return images.astype(jnp.float32) - pixel_mean
+
+
 def batch_indices(key, step, num_examples: int, global_batch: int, positions):
   """Dataset indices of `positions` of the global batch at `step`.
 
@@ -52,7 +64,7 @@ def train_batch(
   """The (float32, mean-subtracted, augmented) examples at `positions`."""
   order_key, aug_key = jax.random.split(key)
   idx = batch_indices(order_key, step, images.shape[0], global_batch, positions)
-  x = images[idx].astype(jnp.float32) - pixel_mean
+  x = normalise(images[idx], pixel_mean)
   if augment:
     step_key = jax.random.fold_in(aug_key, step)
     keys = jax.vmap(lambda p: jax.random.fold_in(step_key, p))(positions)
@@ -85,7 +97,7 @@ def normalise_and_light(
 ):
   """uint8 host images -> float32, mean-subtracted, with lighting noise
   keyed by (seed, step, position in the global batch)."""
-  x = images.astype(jnp.float32) - pixel_mean
+  x = normalise(images, pixel_mean)
   if lighting_std:
     step_key = jax.random.fold_in(key, step)
     keys = jax.vmap(lambda p: jax.random.fold_in(step_key, p))(positions)

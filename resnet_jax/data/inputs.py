@@ -1,10 +1,19 @@
-"""What the training loop reads: CIFAR held on the device, or ImageNet-style
-images (ImageNet, or any image folder or tfds dataset) streamed from the
-host. Both offer the loop the same things: the
-number of training images, the training mean, a compiled step that needs
-only the state, and an evaluation.
+"""What the training loop reads: the data contract.
+
+An input says what kind of data it is and yields it:
+- `kind == 'device'` (CIFAR): `arrays`, the whole training set, which
+  lives on every device; the compiled step picks its own batch from
+  (seed, step) (augment.py).
+- `kind == 'host'` (image sets, synthetic batches): `batches(start_step)`,
+  this process's uint8 batches, streamed from the host.
+Both give `num_train`, `classes` (or None), `pixel_mean()` (the training
+mean), `eval_name` and, for arrays, `eval_split` (what the evaluator
+reads), and `save_listing(workdir)` (what a resumed run must read again).
+The loop compiles the step for the kind (train/loop.py); the input never
+sees the model.
 """
 
+import itertools
 import os
 
 import jax
@@ -13,22 +22,26 @@ import numpy as np
 from resnet_jax.data import cifar
 from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
-from resnet_jax.eval import evaluator
-from resnet_jax.eval import image_evaluator
-from resnet_jax.train import steps
 
 
 class DeviceResident:
-  """CIFAR: the training set lives on every device; the compiled step picks
-  and augments its own batch from (seed, step)."""
+  """CIFAR: the training set lives on every device (`arrays`); the
+  compiled step picks and augments its own batch from (seed, step)."""
+
+  kind = 'device'
 
   def __init__(self, config):
     self._config = config
     self.data = cifar.load(config.data)
     self.num_train = len(self.data.train)
     self.eval_name = self.data.eval_name
+    self.eval_split = self.data.eval
     self.classes = cifar.class_names(config.data)
-    self._eval_fn = None
+
+  @property
+  def arrays(self):
+    """(images, labels) of the whole training set, uint8 and int32."""
+    return self.data.train.images, self.data.train.labels
 
   def pixel_mean(self) -> np.ndarray:
     return cifar.pixel_mean(self.data.train.images)
@@ -36,53 +49,14 @@ class DeviceResident:
   def save_listing(self, workdir: str) -> None:
     del workdir  # the data are whole files, read in full every run
 
-  def train_fn(
-    self, mesh, *, model, tx, lr_fn, start_step: int, bare: bool = False
-  ):
-    """fn(state, num_steps=1) -> (state, last metrics); each distinct
-    num_steps compiles once."""
-    del start_step, bare  # the batch is a function of the step in the state
-    t = self._config.train
-    data = steps.replicate(
-      mesh, (self.data.train.images, self.data.train.labels)
-    )
-    compiled = {}
-
-    def train(state, num_steps: int = 1):
-      if num_steps not in compiled:
-        compiled[num_steps] = steps.sharded_train_step(
-          mesh,
-          model=model,
-          tx=tx,
-          lr_fn=lr_fn,
-          seed=t.seed,
-          global_batch=t.batch_size,
-          augment_images=self._config.data.augment,
-          num_steps=num_steps,
-          microbatches=t.microbatches,
-        )
-      return compiled[num_steps](state, *data)
-
-    return train
-
-  def evaluate(self, state, *, mesh, model) -> dict | None:
-    if self.data.eval is None:
-      return None
-    if self._eval_fn is None:  # compiled once, reused at every evaluation
-      self._eval_fn = steps.sharded_eval_step(mesh, model=model)
-    return evaluator.evaluate(
-      state,
-      self.data.eval,
-      mesh=mesh,
-      model=model,
-      batch_size=self._config.train.eval_batch_size,
-      eval_fn=self._eval_fn,
-    )
-
 
 class Streaming:
-  """ImageNet: tf.data decodes and augments on the CPU; uint8 batches go
-  to the devices, two in flight, and are normalised there."""
+  """Image sets (ImageNet, any image folder or tfds dataset): tf.data
+  decodes and augments on the CPU and `batches` yields this process's
+  uint8 batches, normalised (and lit) on the device by the step."""
+
+  kind = 'host'
+  eval_split = None  # the val split is read by the evaluator
 
   def __init__(self, config, workdir: str | None = None):
     self._config = config
@@ -106,7 +80,7 @@ class Streaming:
         f'data.num_classes={d.num_classes}'
       )
     self.eval_name = d.eval_on
-    self._evaluator = None
+    self.lighting_std = d.lighting_std  # added on the device, by the step
 
   def save_listing(self, workdir: str) -> None:
     """WORKDIR/train_files.txt.gz: the files this run trains on."""
@@ -133,48 +107,17 @@ class Streaming:
       return mean.mean(axis=(0, 1), keepdims=True)
     return mean
 
-  def train_fn(
-    self, mesh, *, model, tx, lr_fn, start_step: int, bare: bool = False
-  ):
-    """bare=True feeds the first batch again and again: the step without
-    the host pipeline, the reference the benchmark holds the loop to."""
+  def batches(self, start_step: int = 0):
+    """This process's training batches from `start_step` on: (uint8
+    images, int32 labels), batch_size / P rows each."""
     t = self._config.train
-    batches = image_sets.train_dataset(
+    return image_sets.train_dataset(
       self._config.data,
       t.batch_size,
       seed=t.seed,
       start_step=start_step,
       listing=self.listing,
-    )
-    on_device = prefetch_to_mesh(mesh, batches.as_numpy_iterator())
-    step = steps.sharded_batch_train_step(
-      mesh,
-      model=model,
-      tx=tx,
-      lr_fn=lr_fn,
-      seed=t.seed,
-      lighting_std=self._config.data.lighting_std,
-      microbatches=t.microbatches,
-    )
-    if bare:
-      first = next(on_device)
-      return lambda state, num_steps=1: step(state, *first)
-    return lambda state, num_steps=1: step(state, *next(on_device))
-
-  def evaluate(self, state, *, mesh, model) -> dict | None:
-    """data.eval_protocol on the validation split; each process on its
-    own devices (see imagenet_eval)."""
-    del mesh
-    if self.eval_name == 'none':
-      return None
-    if self._evaluator is None:  # compiled once, reused at every evaluation
-      self._evaluator = image_evaluator.Evaluator(
-        self._config.data,
-        model=model,
-        batch_size=self._config.train.eval_batch_size,
-        protocol=self._config.data.eval_protocol,
-      )
-    return self._evaluator(state)
+    ).as_numpy_iterator()
 
 
 class Synthetic:
@@ -182,6 +125,8 @@ class Synthetic:
   compiled step with no input pipeline at all, for benchmarks on machines
   without TensorFlow (the lent GPUs) or the data. No evaluation."""
 
+  kind = 'host'
+  eval_split = None
   # Training-set sizes, so that durations in epochs convert as with the
   # real data.
   NUM_TRAIN = {'cifar10': 50_000, 'cifar100': 50_000, 'imagenet2012': 1_281_167}
@@ -196,6 +141,7 @@ class Synthetic:
     self.num_train = self.NUM_TRAIN[config.data.name]
     self.eval_name = 'none'
     self.classes = None
+    self.lighting_std = 0.0
 
   def save_listing(self, workdir: str) -> None:
     del workdir  # nothing is read
@@ -204,32 +150,17 @@ class Synthetic:
     size = self._config.data.image_size
     return np.full((size, size, 3), 127.5, np.float32)
 
-  def train_fn(
-    self, mesh, *, model, tx, lr_fn, start_step: int, bare: bool = False
-  ):
-    del start_step, bare  # the same batch at every step
+  def batches(self, start_step: int = 0):
+    del start_step  # the same batch at every step
     t, d = self._config.train, self._config.data
     rng = np.random.default_rng(t.seed + jax.process_index())
     rows = t.batch_size // jax.process_count()
-    batch = steps.shard_batch(
-      mesh,
-      (
-        rng.integers(0, 256, (rows, d.image_size, d.image_size, 3), np.uint8),
-        rng.integers(0, d.num_classes, rows, np.int32),
-      ),
+    shape = (rows, d.image_size, d.image_size, 3)
+    batch = (
+      rng.integers(0, 256, shape, np.uint8),
+      rng.integers(0, d.num_classes, rows, np.int32),
     )
-    step = steps.sharded_batch_train_step(
-      mesh,
-      model=model,
-      tx=tx,
-      lr_fn=lr_fn,
-      seed=t.seed,
-      microbatches=t.microbatches,
-    )
-    return lambda state, num_steps=1: step(state, *batch)
-
-  def evaluate(self, state, *, mesh, model) -> None:
-    del state, mesh, model
+    return itertools.repeat(batch)
 
 
 def _check_data_config(d):
@@ -279,12 +210,6 @@ def _exact_process_sum(total: np.ndarray, count: int):
     np.asarray(parts[0]).sum(axis=0, dtype=np.int64),
     int(np.asarray(parts[1]).sum()),
   )
-
-
-def prefetch_to_mesh(mesh, host_batches):
-  """Host batches -> batches split over the mesh, two already sent while
-  the current step runs, so the devices never wait on a copy."""
-  return steps.prefetch(lambda b: steps.shard_batch(mesh, b), host_batches)
 
 
 def for_config(config, workdir: str | None = None):

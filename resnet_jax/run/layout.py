@@ -9,13 +9,14 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_dict
 
+from resnet_jax import parallel
 from resnet_jax.data import cifar
 from resnet_jax.errors import ConfigError
 from resnet_jax.model import resnet
 from resnet_jax.run import checkpoint
 from resnet_jax.run import resume
 from resnet_jax.train import optim
-from resnet_jax.train import steps
+from resnet_jax.train import train_state
 
 
 def saved_config(workdir: str) -> config_dict.ConfigDict:
@@ -65,21 +66,14 @@ def image_shapes(config):
 
 def abstract_state(
   model, tx, image_shape, mesh, mean_shape=None
-) -> steps.TrainState:
+) -> train_state.TrainState:
   """Shapes, dtypes and (replicated) shardings of a TrainState, for
   restoring a checkpoint without computing anything."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
   def init():
-    x = jnp.zeros((1, *image_shape), jnp.float32)
-    variables = model.init(jax.random.key(0), x)
-    return steps.TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params=variables['params'],
-      batch_stats=variables['batch_stats'],
-      opt_state=tx.init(variables['params']),
-      pixel_mean=jnp.zeros(mean_shape or image_shape, jnp.float32),
-    )
+    mean = jnp.zeros(mean_shape or image_shape, jnp.float32)
+    return train_state.create(model, tx, image_shape, mean)
 
   return jax.tree.map(
     lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
@@ -116,6 +110,6 @@ def load(workdir: str, config=None, mesh=None):
   model = resnet.build(config.model, config.data.num_classes)
   shape, mean_shape = image_shapes(config)
   state = restore(
-    config, workdir, model, shape, mean_shape, mesh or steps.make_mesh()
+    config, workdir, model, shape, mean_shape, mesh or parallel.make_mesh()
   )
   return config, model, jax.device_get(state)

@@ -12,10 +12,11 @@ import os
 import jax
 import numpy as np
 
+from resnet_jax import parallel
 from resnet_jax.config import arguments
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import layout
-from resnet_jax.train import steps
+from resnet_jax.train import train_state
 
 # What must match for the source's weights to mean the same thing here.
 ARCHITECTURE = (
@@ -89,16 +90,16 @@ def config_arg(m) -> str:
   return ','.join([name, *options])
 
 
-def source_state(config) -> steps.TrainState:
+def source_state(config) -> train_state.TrainState:
   """finetune.init_from's newest checkpoint, on the host (each process
   reads it whole; no device holds more than its replica)."""
   init_from = config.finetune.init_from
-  local = steps.make_mesh(jax.local_devices())
+  local = parallel.make_mesh(jax.local_devices())
   _, _, state = layout.load(init_from, mesh=local)
   return state
 
 
-def graft(fresh: steps.TrainState, source: steps.TrainState, mesh):
+def graft(fresh: train_state.TrainState, source: train_state.TrainState, mesh):
   """`fresh` (new head, step 0, empty momentum) with every other weight
   and the BN statistics of `source`, replicated on the mesh."""
   params = {k: v for k, v in source.params.items() if k != 'head'}
@@ -107,7 +108,7 @@ def graft(fresh: steps.TrainState, source: steps.TrainState, mesh):
   )
   _check_same_shapes(fresh.batch_stats, source.batch_stats, 'batch_stats')
   params['head'] = jax.device_get(fresh.params['head'])
-  moved = steps.replicate(mesh, (params, source.batch_stats))
+  moved = parallel.replicate(mesh, (params, source.batch_stats))
   return fresh.replace(params=moved[0], batch_stats=moved[1])
 
 

@@ -7,7 +7,6 @@ workdir is touched.
 """
 
 import dataclasses
-import functools
 import json
 import os
 from typing import Any
@@ -18,11 +17,13 @@ import jax
 import jax.numpy as jnp
 
 from resnet_jax import errors
+from resnet_jax import parallel
 from resnet_jax.config import ranges
 from resnet_jax.data import image_sets
 from resnet_jax.data import inputs
 from resnet_jax.errors import ConfigError
 from resnet_jax.errors import Stopped
+from resnet_jax.eval import evaluator
 from resnet_jax.model import resnet
 from resnet_jax.run import checkpoint
 from resnet_jax.run import lock
@@ -32,6 +33,7 @@ from resnet_jax.run import resume
 from resnet_jax.train import finetune
 from resnet_jax.train import optim
 from resnet_jax.train import steps
+from resnet_jax.train import train_state
 
 CLASSES = 'classes.json'  # WORKDIR's class names, when the data has them
 
@@ -45,7 +47,8 @@ class Experiment:
   model: resnet.ResNet
   tx: Any
   lr_fn: Callable
-  input: Any  # inputs.DeviceResident or inputs.Streaming
+  input: Any  # inputs.DeviceResident, inputs.Streaming or inputs.Synthetic
+  evaluator: Any  # evaluator.build's, or None (data.eval_on='none')
   steps_per_epoch: int
   total_steps: int
 
@@ -59,7 +62,7 @@ def setup(config, devices=None, data=None, workdir=None) -> Experiment:
   a run has used already gives it the files that run listed."""
   ranges.check(config)  # first: every numeric key in its range
   t = config.train
-  mesh = steps.make_mesh(devices)
+  mesh = parallel.make_mesh(devices)
   if t.batch_size % mesh.size:
     raise ConfigError(
       f'train.batch_size={t.batch_size} does not divide over '
@@ -72,7 +75,7 @@ def setup(config, devices=None, data=None, workdir=None) -> Experiment:
     )
   model = resnet.build(config.model, config.data.num_classes)
   if config.train.bn_sync:
-    model = model.clone(bn_axis_name=steps.AXIS)
+    model = model.clone(bn_axis_name=parallel.AXIS)
   if 'finetune' in config and config.finetune.mode == 'linear_probe':
     model = model.clone(frozen_backbone=True)
   data = data or inputs.for_config(config, workdir)
@@ -95,14 +98,66 @@ def setup(config, devices=None, data=None, workdir=None) -> Experiment:
       f'{per_device} examples per device (batch {t.batch_size} over '
       f'{mesh.size} devices)'
     )
-  if t.steps_per_dispatch > 1 and not isinstance(data, inputs.DeviceResident):
+  if t.steps_per_dispatch > 1 and data.kind != 'device':
     raise ConfigError(
       'train.steps_per_dispatch > 1 needs the dataset on the device '
       '(CIFAR); streamed ImageNet steps are long enough to launch singly'
     )
-  return Experiment(
-    config, mesh, model, tx, lr_fn, data, steps_per_epoch, total
+  evaluates = data.eval_name != 'none'
+  evaluation = (
+    evaluator.build(config, model, data.eval_split, data.eval_name, mesh)
+    if evaluates
+    else None
   )
+  return Experiment(
+    config, mesh, model, tx, lr_fn, data, evaluation, steps_per_epoch, total
+  )
+
+
+def train_fn(exp: Experiment, start_step: int, batches=None):
+  """fn(state, num_steps=1) -> (state, the last step's metrics), compiled
+  for the kind of input. Data on the device: the step picks and augments
+  its own batches from (seed, step), `num_steps` in one call (each number
+  compiles once). Streamed: each call takes the next host batch, sent to
+  the mesh two ahead so the devices never wait on a copy. `batches`
+  replaces the input's stream (the benchmark's one batch, already on the
+  mesh, again and again)."""
+  t, mesh = exp.config.train, exp.mesh
+  common = dict(
+    model=exp.model,
+    tx=exp.tx,
+    lr_fn=exp.lr_fn,
+    seed=t.seed,
+    microbatches=t.microbatches,
+  )
+  if exp.input.kind == 'device':
+    arrays = parallel.replicate(mesh, exp.input.arrays)
+    compiled = {}
+
+    def call(state, num_steps: int = 1):
+      if num_steps not in compiled:
+        compiled[num_steps] = steps.sharded_train_step(
+          mesh,
+          global_batch=t.batch_size,
+          augment_images=exp.config.data.augment,
+          num_steps=num_steps,
+          **common,
+        )
+      return compiled[num_steps](state, *arrays)
+
+    return call
+  step = steps.sharded_batch_train_step(
+    mesh, lighting_std=exp.input.lighting_std, **common
+  )
+  source = exp.input.batches(start_step) if batches is None else batches
+
+  def put(batch):
+    if isinstance(batch[0], jax.Array):
+      return batch
+    return parallel.shard_batch(mesh, batch)
+
+  on_mesh = parallel.prefetch(put, source)
+  return lambda state, num_steps=1: step(state, *next(on_mesh))
 
 
 def _warn_of_boundaries_past_the_end(config, total: int, steps_per_epoch):
@@ -122,23 +177,17 @@ def _warn_of_boundaries_past_the_end(config, total: int, steps_per_epoch):
       )
 
 
-def initial_state(exp: Experiment, pixel_mean=None) -> steps.TrainState:
+def initial_state(exp: Experiment, pixel_mean=None) -> train_state.TrainState:
   """Fresh parameters (from the config's seed), replicated on the mesh,
   with `pixel_mean` or the training data's."""
   if pixel_mean is None:
     pixel_mean = exp.input.pixel_mean()
-  mean = steps.replicate(exp.mesh, pixel_mean)
+  mean = parallel.replicate(exp.mesh, pixel_mean)
   size = exp.config.data.image_size
 
   def init(pixel_mean):
-    x = jnp.zeros((1, size, size, 3), jnp.float32)
-    variables = exp.model.init(jax.random.key(exp.config.train.seed), x)
-    return steps.TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params=variables['params'],
-      batch_stats=variables['batch_stats'],
-      opt_state=exp.tx.init(variables['params']),
-      pixel_mean=pixel_mean,
+    return train_state.create(
+      exp.model, exp.tx, (size, size, 3), pixel_mean, exp.config.train.seed
     )
 
   replicated = jax.sharding.NamedSharding(
@@ -194,7 +243,7 @@ def _replace(path: str, text: str):
       os.remove(tmp)
 
 
-def _start(exp: Experiment) -> steps.TrainState:
+def _start(exp: Experiment) -> train_state.TrainState:
   """A fresh state, or for fine-tuning the source run's weights with a
   new head."""
   if 'finetune' not in exp.config:
@@ -244,13 +293,8 @@ def _train(exp: Experiment, workdir: str) -> dict:
   state = _restore(exp, saver.manager, workdir)
   _write_config(exp, workdir)  # only once the run can really go on
   total, start = exp.total_steps, int(jax.device_get(state.step))
-  train_fn = exp.input.train_fn(
-    exp.mesh, model=exp.model, tx=exp.tx, lr_fn=exp.lr_fn, start_step=start
-  )
-  run_eval = functools.partial(
-    exp.input.evaluate, mesh=exp.mesh, model=exp.model
-  )
-  evaluates = exp.input.eval_name != 'none'
+  run = train_fn(exp, start)
+  evaluates = exp.evaluator is not None
   every = {
     k: exp.to_steps(t[f'{k}_every']) for k in ('log', 'eval', 'checkpoint')
   }
@@ -266,15 +310,15 @@ def _train(exp: Experiment, workdir: str) -> dict:
       done = start
       while done < total:
         n = _steps_in_call(done, total, every, t.steps_per_dispatch)
-        state, metrics = train_fn(state, n)
+        state, metrics = run(state, n)
         done += n
         log.flush()  # the previous call's, now that this one is queued
         if due('log', done):
           log.add(done, metrics)
         if evaluates and due('eval', done):
           log.flush()
-          result = run_eval(state)
-          writer.write(done, exp.input.eval_name, result)
+          result = exp.evaluator(state)
+          writer.write(done, exp.evaluator.name, result)
           log.pause_ended()
         stop = watcher.requested(done, saver.manager)
         if due('checkpoint', done) or stop:
@@ -291,7 +335,7 @@ def _train(exp: Experiment, workdir: str) -> dict:
           )
       log.flush()
     if start >= total and evaluates:
-      result = run_eval(state)  # finished earlier: report, train no more
+      result = exp.evaluator(state)  # finished earlier: report, no more
     saver.wait()  # a failed last save is an error of this run
     writer.close()
   except FloatingPointError as e:

@@ -1,45 +1,21 @@
-"""Train and eval steps, and their data-parallel form.
+"""The train step and its data-parallel form.
 
-`train_step` and `eval_step` are pure functions of their arguments; every
-hyperparameter reaches them through the optax transform or a partial bound
-before compilation. `sharded_*` compile one step over all devices: jax.jit
-of a jax.shard_map over the 1-D mesh axis 'data', with per-device semantics
-as pmap had. Inputs are on the mesh before the call (shard_map is strict).
+`train_step` is a pure function of its arguments; every hyperparameter
+reaches it through the optax transform or a partial bound before
+compilation. `sharded_*` compile one step over all devices: jax.jit of a
+jax.shard_map over the 1-D mesh axis 'data' (resnet_jax.parallel), with
+per-device semantics as pmap had.
 """
 
-import collections
-import functools
-import itertools
-from typing import Any
-
-import flax
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-import numpy as np
 import optax
 
 from resnet_jax.data import augment
-
-AXIS = 'data'
-
-
-class TrainState(flax.struct.PyTreeNode):
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  # The training images' per-pixel mean, saved with the run so that
-  # evaluation on other data needs no training data.
-  pixel_mean: jax.Array
-
-
-def cross_entropy(logits, labels):
-  """Per-example softmax cross-entropy, in float32."""
-  return optax.softmax_cross_entropy_with_integer_labels(
-    logits.astype(jnp.float32), labels
-  )
+from resnet_jax.parallel import AXIS
+from resnet_jax.train.losses import cross_entropy
+from resnet_jax.train.train_state import TrainState
 
 
 def train_step(
@@ -122,87 +98,6 @@ def train_step(
     opt_state=opt_state,
   )
   return new_state, metrics
-
-
-def eval_step(
-  state: TrainState, images, labels, mask, *, model, axis_name=None
-):
-  """Sums over the real (mask=1) examples: correct top-1/top-5, loss."""
-  x = images.astype(jnp.float32) - state.pixel_mean
-  logits = model.apply(
-    {'params': state.params, 'batch_stats': state.batch_stats}, x, train=False
-  )
-  top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-  mask = mask.astype(jnp.float32)
-  sums = dict(
-    correct_top1=jnp.sum((top5[:, 0] == labels) * mask),
-    correct_top5=jnp.sum(jnp.any(top5 == labels[:, None], -1) * mask),
-    loss=jnp.sum(cross_entropy(logits, labels) * mask),
-    count=jnp.sum(mask),
-  )
-  if axis_name is not None:
-    sums = jax.lax.psum(sums, axis_name)
-  return sums
-
-
-def view_probabilities(state: TrainState, views, *, model):
-  """Softmax averaged over views: (B, V, H, W, 3) uint8 -> (B, classes).
-
-  The paper's 10-crop and multi-scale tests average scores this way. The
-  training mean is resized when the views are larger (multi-scale)."""
-  b, v, h, w, c = views.shape
-  mean = state.pixel_mean
-  if mean.shape[:2] not in ((1, 1), (h, w)):
-    mean = jax.image.resize(mean, (h, w, c), 'bilinear')
-  x = views.reshape(b * v, h, w, c).astype(jnp.float32) - mean
-  logits = model.apply(
-    {'params': state.params, 'batch_stats': state.batch_stats}, x, train=False
-  )
-  return jax.nn.softmax(logits.astype(jnp.float32)).reshape(b, v, -1).mean(1)
-
-
-def probability_sums(probs, labels, mask):
-  """Correct top-1/top-5, -log p(label) and count over the real examples."""
-  top5 = jax.lax.top_k(probs, min(5, probs.shape[-1]))[1]
-  picked = jnp.take_along_axis(probs, labels[:, None], axis=1)[:, 0]
-  mask = mask.astype(jnp.float32)
-  return dict(
-    correct_top1=jnp.sum((top5[:, 0] == labels) * mask),
-    correct_top5=jnp.sum(jnp.any(top5 == labels[:, None], -1) * mask),
-    loss=jnp.sum(-jnp.log(jnp.maximum(picked, 1e-12)) * mask),
-    count=jnp.sum(mask),
-  )
-
-
-def sharded_views_eval_step(mesh, *, model):
-  """Compiled eval(state, views, labels, mask) -> sums over the mesh."""
-
-  def per_device(state, views, labels, mask):
-    probs = view_probabilities(state, views, model=model)
-    return jax.lax.psum(probability_sums(probs, labels, mask), AXIS)
-
-  batch = P(AXIS)
-  return jax.jit(
-    jax.shard_map(
-      per_device, mesh=mesh, in_specs=(P(), batch, batch, batch), out_specs=P()
-    )
-  )
-
-
-def sharded_view_probabilities(mesh, *, model):
-  """Compiled probs(state, views) -> (B, classes), views split over the
-  mesh: for tests whose scores are averaged across calls (multi-scale)."""
-  per_device = functools.partial(view_probabilities, model=model)
-  return jax.jit(
-    jax.shard_map(
-      per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS)
-    )
-  )
-
-
-def make_mesh(devices=None) -> jax.sharding.Mesh:
-  devices = jax.devices() if devices is None else devices
-  return jax.sharding.Mesh(np.asarray(devices), (AXIS,))
 
 
 def sharded_train_step(
@@ -307,44 +202,3 @@ def sharded_batch_train_step(
     per_device, mesh=mesh, in_specs=(P(), batch, batch), out_specs=(P(), P())
   )
   return jax.jit(step, donate_argnums=0)
-
-
-def sharded_eval_step(mesh, *, model):
-  """Compiled eval(state, images, labels, mask) on batches split over the
-  mesh; returns the sums over the whole global batch."""
-  step = functools.partial(eval_step, model=model, axis_name=AXIS)
-  batch = P(AXIS)
-  return jax.jit(
-    jax.shard_map(
-      step, mesh=mesh, in_specs=(P(), batch, batch, batch), out_specs=P()
-    )
-  )
-
-
-def replicate(mesh, tree):
-  """Host arrays -> arrays replicated on every device of the mesh (each
-  process passes the same full value)."""
-  sharding = NamedSharding(mesh, P())
-  return jax.tree.map(
-    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
-    tree,
-  )
-
-
-def shard_batch(mesh, tree):
-  """This process's rows of a global batch -> arrays split over 'data'."""
-  sharding = NamedSharding(mesh, P(AXIS))
-  return jax.tree.map(
-    lambda x: jax.make_array_from_process_local_data(sharding, x), tree
-  )
-
-
-def prefetch(put, host_batches, size: int = 2):
-  """Yields put(batch) for each host batch, with `size` more already put:
-  device copies are asynchronous, so they overlap the running step."""
-  queue = collections.deque()
-  for batch in itertools.chain(host_batches, [None] * size):
-    if batch is not None:
-      queue.append(put(batch))
-    if len(queue) > size or (batch is None and queue):
-      yield queue.popleft()
