@@ -24,6 +24,7 @@ import numpy as np
 
 from resnet_jax import errors
 from resnet_jax import parallel
+from resnet_jax.data import augment
 from resnet_jax.data import cifar
 from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
@@ -79,7 +80,7 @@ def prepare_images(config, paths, pixel_mean) -> np.ndarray:
         f'{reason[:200]}'
       ) from e
     images.append(image.numpy())
-  return np.stack(images).astype(np.float32) - pixel_mean
+  return np.asarray(augment.normalise(np.stack(images), pixel_mean))
 
 
 def load_batch(path: str) -> np.ndarray:

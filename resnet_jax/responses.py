@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from resnet_jax import errors
+from resnet_jax.data import augment
 from resnet_jax.data import cifar
 from resnet_jax.errors import ConfigError
 from resnet_jax.model import resnet
@@ -77,7 +78,9 @@ def workdir_responses(workdir: str, max_images: int = 500) -> dict:
     raise ConfigError(f'--images={max_images} must be positive')
   split, split_name = cifar.load_eval(config.data)
   _, model, state = layout.load(workdir, config)
-  images = split.images[:max_images].astype(np.float32) - state.pixel_mean
+  images = np.asarray(
+    augment.normalise(split.images[:max_images], state.pixel_mean)
+  )
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   result = dict(
     step=int(state.step),

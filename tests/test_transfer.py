@@ -196,3 +196,21 @@ def test_workdirs_saved_before_input_scale_still_resume_and_load(tmp_path):
   config.model.input_scale = (2.0, 2.0, 2.0)
   with pytest.raises(ConfigError, match='model.input_scale'):
     resume.check_compatible(str(tmp_path), config)
+
+
+@pytest.mark.parametrize('mode', ['linear_probe', 'full'])
+def test_workdirs_saved_before_bn_frozen_read_as_they_trained(mode, tmp_path):
+  """model.bn_frozen is newer than some fine-tuning workdirs: a linear
+  probe's reads as frozen (as it trained), a full fine-tuning's not."""
+  from resnet_jax.run import layout
+  from resnet_jax.run import resume
+
+  config = load_config(f'configs/finetune.py:resnet18,mode={mode}')
+  config.model.bn_frozen = mode == 'linear_probe'  # as finetune.inherit sets
+  saved = json.loads(config.to_json_best_effort())
+  del saved['model']['bn_frozen']
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  resume.check_compatible(str(tmp_path), config)
+  assert layout.saved_config(str(tmp_path)).model.bn_frozen == (
+    mode == 'linear_probe'
+  )

@@ -109,6 +109,9 @@ def model_config(arg: str, family: str) -> config_dict.ConfigDict:
   # Recompute each block's activations in the backward pass instead of
   # keeping them: less memory (larger batches, deeper nets), more compute.
   m.remat = False
+  # Frozen BN: normalise with the running statistics in training too and
+  # keep them (torchvision's FrozenBatchNorm2d); linear probes set it.
+  m.bn_frozen = False
   return m
 
 

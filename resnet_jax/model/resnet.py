@@ -13,7 +13,6 @@ from typing import Any
 from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from resnet_jax.errors import ConfigError
@@ -77,10 +76,9 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32  # compute dtype; params and BN stats stay f32
   remat: bool = False  # recompute block activations in the backward pass
   input_scale: tuple = (1.0, 1.0, 1.0)  # per-channel divisor of the input
-  # Linear probe (finetune.py): BN keeps its running statistics even in
-  # training and no gradient flows below the head, so nothing is spent on
-  # a backward pass whose result the optimizer discards.
-  frozen_backbone: bool = False
+  # Frozen BN (torchvision's FrozenBatchNorm2d): normalise with the running
+  # statistics in training too, and leave them as they are.
+  bn_frozen: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -92,7 +90,7 @@ class ResNet(nn.Module):
     )
     norm = partial(
       nn.BatchNorm,
-      use_running_average=not train or self.frozen_backbone,
+      use_running_average=not train or self.bn_frozen,
       momentum=self.bn_momentum,
       epsilon=self.bn_epsilon,
       dtype=self.dtype,
@@ -140,8 +138,6 @@ class ResNet(nn.Module):
       x = nn.relu(norm(name='bn_final')(x))
     # Pooling, logits and (later) the loss in float32 whatever the dtype.
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-    if self.frozen_backbone:
-      x = jax.lax.stop_gradient(x)
     return nn.Dense(self.num_classes, dtype=jnp.float32, name='head')(x)
 
 
@@ -267,6 +263,7 @@ def build(model_cfg, num_classes: int) -> ResNet:
     bn_epsilon=m.bn_epsilon,
     dtype=DTYPES[m.dtype],
     remat=m.remat,
+    bn_frozen=m.bn_frozen,
     input_scale=tuple(float(v) for v in m.input_scale),
   )
   return ResNet(**kwargs)

@@ -18,6 +18,7 @@ from resnet_jax.errors import ConfigError
 # (added_keys).
 ADDED_KEYS = {  # flattened form
   'model.input_scale': (1.0, 1.0, 1.0),
+  'model.bn_frozen': False,  # True for linear probes: added_keys
   'data.train_split': 'train',
   'data.val_split': 'validation',
 }
@@ -95,11 +96,15 @@ def added_keys(flat_saved: dict) -> dict:
   """The ADDED_KEYS missing from a saved (flattened) config that its
   config file has now."""
   on_cifar = cifar.is_cifar(flat_saved.get('data.name'))
-  return {
+  added = {
     k: v
     for k, v in ADDED_KEYS.items()
     if k not in flat_saved and not (on_cifar and k in NOT_IN_CIFAR)
   }
+  if 'model.bn_frozen' in added:  # linear probes always froze their BN
+    probe = flat_saved.get('finetune.mode') == 'linear_probe'
+    added['model.bn_frozen'] = probe
+  return added
 
 
 def restore_newest_readable(

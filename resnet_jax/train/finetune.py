@@ -68,6 +68,9 @@ def inherit(config) -> None:
     )
   config.model.input_scale = tuple(source.model.input_scale)
   config.data.mean = 'channel' if mean_shape[:2] == (1, 1) else 'pixel'
+  # A linear probe uses the source's features as they were: its BN
+  # normalises with, and keeps, the source's statistics.
+  config.model.bn_frozen = config.finetune.mode == 'linear_probe'
 
 
 def config_arg(m) -> str:

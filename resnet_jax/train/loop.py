@@ -76,8 +76,6 @@ def setup(config, devices=None, data=None, workdir=None) -> Experiment:
   model = resnet.build(config.model, config.data.num_classes)
   if config.train.bn_sync:
     model = model.clone(bn_axis_name=parallel.AXIS)
-  if 'finetune' in config and config.finetune.mode == 'linear_probe':
-    model = model.clone(frozen_backbone=True)
   data = data or inputs.for_config(config, workdir)
   steps_per_epoch = data.num_train // t.batch_size
   if steps_per_epoch == 0:

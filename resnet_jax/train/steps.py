@@ -64,10 +64,14 @@ def train_step(
   def slice_step(x, y):
     (loss, (logits, batch_stats)), grads = grad_fn(params, x, y)
     error = jnp.mean(jnp.argmax(logits, -1) != y)
-    return grads, batch_stats, dict(loss=loss, error=error)
+    # BN's running averages travel as changes: a statistic the model left
+    # as it was (frozen BN) stays exactly so, where averaging equal values
+    # over devices or slices could round.
+    change = jax.tree.map(jnp.subtract, batch_stats, state.batch_stats)
+    return grads, change, dict(loss=loss, error=error)
 
   if microbatches == 1:
-    grads, batch_stats, metrics = slice_step(images, labels)
+    grads, stats_change, metrics = slice_step(images, labels)
   else:
     xs, ys = (
       a.reshape(microbatches, -1, *a.shape[1:]) for a in (images, labels)
@@ -78,19 +82,18 @@ def train_step(
       slice_step(xs[0], ys[0]),
       (xs[1:], ys[1:]),
     )
-    grads, batch_stats, metrics = jax.tree.map(
+    grads, stats_change, metrics = jax.tree.map(
       lambda t: t / microbatches, total
     )
   if axis_name is not None:
-    grads, batch_stats, metrics = jax.lax.pmean(
-      (grads, batch_stats, metrics), axis_name
+    grads, stats_change, metrics = jax.lax.pmean(
+      (grads, stats_change, metrics), axis_name
     )
+  batch_stats = jax.tree.map(jnp.add, state.batch_stats, stats_change)
   # The norm of the gradient that is applied: after averaging.
   metrics['grad_norm_sq'] = optax.tree.norm(grads, squared=True)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   metrics['lr'] = lr_fn(state.step)
-  if model.frozen_backbone:  # a linear probe: exactly the source's stats
-    batch_stats = state.batch_stats  # (averaging equal values can round)
   new_state = state.replace(
     step=state.step + 1,
     params=optax.apply_updates(state.params, updates),
