@@ -11,13 +11,15 @@ import re
 from ml_collections import config_dict
 
 from resnet_jax.errors import ConfigError
+from resnet_jax.model import blocks
+from resnet_jax.model import resnet
 
-# Option name -> valid values; None means any value (checked by the model).
+# Option name -> valid values: the model's own tables.
 OPTIONS = {
-  'shortcut': ('A', 'B', 'C', 'D'),
-  'block': ('standard', 'preact'),
-  'stride': ('v1', 'v1.5'),
-  'dtype': ('float32', 'bfloat16'),
+  'shortcut': blocks.SHORTCUTS,
+  'block': resnet.BLOCK_STYLES,
+  'stride': resnet.STRIDES,
+  'dtype': tuple(resnet.DTYPES),
 }
 REPO = os.path.dirname(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -163,36 +163,6 @@ _BOTTLENECK = dict(
   num_classes=1000,
 )
 
-# CIFAR-10, section 4.2: 6n+2 layers, option A.
-ResNet20 = partial(ResNet, stage_sizes=(3, 3, 3), shortcut='A', **_CIFAR)
-ResNet32 = partial(ResNet, stage_sizes=(5, 5, 5), shortcut='A', **_CIFAR)
-ResNet44 = partial(ResNet, stage_sizes=(7, 7, 7), shortcut='A', **_CIFAR)
-ResNet56 = partial(ResNet, stage_sizes=(9, 9, 9), shortcut='A', **_CIFAR)
-ResNet110 = partial(ResNet, stage_sizes=(18, 18, 18), shortcut='A', **_CIFAR)
-ResNet1202 = partial(ResNet, stage_sizes=(200,) * 3, shortcut='A', **_CIFAR)
-Plain20 = partial(ResNet, stage_sizes=(3, 3, 3), shortcut=None, **_CIFAR)
-Plain32 = partial(ResNet, stage_sizes=(5, 5, 5), shortcut=None, **_CIFAR)
-Plain44 = partial(ResNet, stage_sizes=(7, 7, 7), shortcut=None, **_CIFAR)
-Plain56 = partial(ResNet, stage_sizes=(9, 9, 9), shortcut=None, **_CIFAR)
-Plain110 = partial(ResNet, stage_sizes=(18, 18, 18), shortcut=None, **_CIFAR)
-
-# ImageNet, Table 1: option A for 18/34 (Table 2), B for 50/101/152.
-ResNet18 = partial(ResNet, stage_sizes=(2, 2, 2, 2), shortcut='A', **_BASIC)
-ResNet34 = partial(ResNet, stage_sizes=(3, 4, 6, 3), shortcut='A', **_BASIC)
-ResNet50 = partial(
-  ResNet, stage_sizes=(3, 4, 6, 3), shortcut='B', **_BOTTLENECK
-)
-ResNet101 = partial(
-  ResNet, stage_sizes=(3, 4, 23, 3), shortcut='B', **_BOTTLENECK
-)
-ResNet152 = partial(
-  ResNet, stage_sizes=(3, 8, 36, 3), shortcut='B', **_BOTTLENECK
-)
-Plain18 = partial(ResNet, stage_sizes=(2, 2, 2, 2), shortcut=None, **_BASIC)
-Plain34 = partial(ResNet, stage_sizes=(3, 4, 6, 3), shortcut=None, **_BASIC)
-# Xie et al. 2017: 32 groups of width 4 in the first stage's 3x3.
-ResNeXt50_32x4d = partial(ResNet50, cardinality=32, base_width=4)
-
 
 def _choice(name, value, choices):
   if value not in choices:
@@ -209,6 +179,45 @@ def cifar_blocks_per_stage(depth: int) -> int:
       '(e.g. 20, 32, 44, 56, 110, 1202)'
     )
   return (depth - 2) // 6
+
+
+def cifar_net(depth: int, residual: bool = True):
+  """Section 4.2's network of `depth` = 6n+2 layers: three stages of n
+  basic blocks (16, 32, 64 filters); option A shortcuts, or none (plain)."""
+  n = cifar_blocks_per_stage(depth)
+  shortcut = 'A' if residual else None
+  return partial(ResNet, stage_sizes=(n,) * 3, shortcut=shortcut, **_CIFAR)
+
+
+def imagenet_net(depth: int, residual: bool = True):
+  """Table 1's network of `depth` layers: basic blocks with option A (18,
+  34: Table 2) or bottlenecks with option B (50, 101, 152: Table 3); no
+  shortcuts (plain)."""
+  if depth not in IMAGENET_STAGES:
+    raise ConfigError(
+      f'ImageNet depth {depth} is not one of '
+      f'{", ".join(map(str, IMAGENET_STAGES))}'
+    )
+  bottleneck, stages = IMAGENET_STAGES[depth]
+  shortcut = ('B' if bottleneck else 'A') if residual else None
+  kind = _BOTTLENECK if bottleneck else _BASIC
+  return partial(ResNet, stage_sizes=stages, shortcut=shortcut, **kind)
+
+
+# The paper's networks. CIFAR-10, section 4.2 (Table 6, Figure 6).
+ResNet20, ResNet32, ResNet44, ResNet56, ResNet110, ResNet1202 = (
+  cifar_net(d) for d in (20, 32, 44, 56, 110, 1202)
+)
+Plain20, Plain32, Plain44, Plain56, Plain110 = (
+  cifar_net(d, residual=False) for d in (20, 32, 44, 56, 110)
+)
+# ImageNet, Table 1 (Tables 2-4).
+ResNet18, ResNet34, ResNet50, ResNet101, ResNet152 = (
+  imagenet_net(d) for d in (18, 34, 50, 101, 152)
+)
+Plain18, Plain34 = (imagenet_net(d, residual=False) for d in (18, 34))
+# Xie et al. 2017: 32 groups of width 4 in the first stage's 3x3.
+ResNeXt50_32x4d = partial(ResNet50, cardinality=32, base_width=4)
 
 
 def build(model_cfg, num_classes: int) -> ResNet:
@@ -228,17 +237,10 @@ def build(model_cfg, num_classes: int) -> ResNet:
       'nets have no shortcut (leave it None)'
     )
   preact = m.block == 'preact'
-  if m.family == 'cifar':
-    n = cifar_blocks_per_stage(m.depth)
-    bottleneck, kwargs = False, dict(_CIFAR, stage_sizes=(n, n, n))
-  else:
-    if m.depth not in IMAGENET_STAGES:
-      raise ConfigError(
-        f'ImageNet depth {m.depth} is not one of '
-        f'{", ".join(map(str, IMAGENET_STAGES))}'
-      )
-    bottleneck, stages = IMAGENET_STAGES[m.depth]
-    kwargs = dict(_BOTTLENECK if bottleneck else _BASIC, stage_sizes=stages)
+  net = cifar_net if m.family == 'cifar' else imagenet_net
+  network = net(m.depth, m.residual)  # the paper's, then the options
+  bottleneck = network.keywords['block_cls'] is blocks.BottleneckBlock
+  kwargs = {}
   if not bottleneck and (m.cardinality != 1 or m.stride != 'v1'):
     raise ConfigError(
       'model.cardinality and model.stride apply to '
@@ -266,7 +268,7 @@ def build(model_cfg, num_classes: int) -> ResNet:
     bn_frozen=m.bn_frozen,
     input_scale=tuple(float(v) for v in m.input_scale),
   )
-  return ResNet(**kwargs)
+  return network(**kwargs)
 
 
 def block_responses(model: ResNet, variables, images, train: bool = False):
