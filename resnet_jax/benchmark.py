@@ -34,6 +34,7 @@ from ml_collections import config_flags
 from resnet_jax import errors
 from resnet_jax import parallel
 from resnet_jax.data import inputs
+from resnet_jax.run import layout
 from resnet_jax.train import loop
 
 FLAGS = flags.FLAGS
@@ -225,7 +226,7 @@ def listing_report(root: str, files: int) -> dict:
   listing = image_sets.list_image_folder(root, 'train')
   seconds = time.perf_counter() - start
   with tempfile.TemporaryDirectory() as workdir:
-    path = os.path.join(workdir, image_sets.LISTING)
+    path = layout.path(workdir, layout.TRAIN_FILES)
     start = time.perf_counter()
     listing.save(path)
     saved = time.perf_counter() - start

@@ -28,6 +28,7 @@ from resnet_jax.model import resnet
 from resnet_jax.model import torch_convert
 from resnet_jax.run import checkpoint
 from resnet_jax.run import layout
+from resnet_jax.run import saved
 from resnet_jax.train import optim
 from resnet_jax.train import train_state
 
@@ -37,7 +38,7 @@ FLAGS = flags.FLAGS
 def import_checkpoint(config, torch_path: str, workdir: str) -> dict:
   """FILE -> WORKDIR/config.json and checkpoints/0; returns a summary."""
   torch_convert.check_config(config.model)
-  checkpoints = os.path.join(workdir, 'checkpoints')
+  checkpoints = layout.path(workdir, layout.CHECKPOINTS)
   if os.path.isdir(checkpoints) and os.listdir(checkpoints):
     raise ConfigError(
       f'{checkpoints} already holds checkpoints: convert into a new --workdir'
@@ -61,7 +62,7 @@ def import_checkpoint(config, torch_path: str, workdir: str) -> dict:
   )
   saver.save(0, state)
   saver.wait()
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+  with open(layout.path(workdir, layout.CONFIG), 'w') as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
   return dict(
     workdir=workdir,
@@ -72,9 +73,9 @@ def import_checkpoint(config, torch_path: str, workdir: str) -> dict:
 
 def export_checkpoint(workdir: str, path: str) -> dict:
   """WORKDIR's latest checkpoint -> FILE in torchvision's layout."""
-  config = layout.saved_config(workdir)
+  config = saved.saved_config(workdir)
   torch_convert.check_config(config.model)  # before reading the checkpoint
-  _, _, state = layout.load(workdir, config)
+  _, _, state = saved.load(workdir, config)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   state_dict, normalise = torch_convert.export_state_dict(
     variables, state.pixel_mean, config.model.input_scale

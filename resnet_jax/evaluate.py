@@ -23,7 +23,7 @@ from ml_collections import config_flags
 from resnet_jax import errors
 from resnet_jax.errors import ConfigError
 from resnet_jax.eval.saved_run import evaluate_workdir
-from resnet_jax.run import layout
+from resnet_jax.run import saved
 from resnet_jax.train import loop
 
 
@@ -51,7 +51,7 @@ def _workdir_from_argv(argv) -> str:
 
 if __name__ == '__main__':
   try:
-    base = layout.saved_config(_workdir_from_argv(sys.argv))
+    base = saved.saved_config(_workdir_from_argv(sys.argv))
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -29,7 +29,7 @@ from resnet_jax.data import cifar
 from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import layout
-from resnet_jax.train import loop
+from resnet_jax.run import saved
 
 FLAGS = flags.FLAGS
 
@@ -37,7 +37,7 @@ FLAGS = flags.FLAGS
 def class_names(config, workdir: str) -> list[str] | None:
   """WORKDIR/classes.json (written by training), else the label names of
   the run's tfds dataset (imagenet2012's WordNet ids for an import)."""
-  path = os.path.join(workdir, loop.CLASSES)
+  path = layout.path(workdir, layout.CLASSES)
   if os.path.isfile(path):
     with open(path) as f:
       return json.load(f)
@@ -105,9 +105,9 @@ def predict(workdir: str, files, batch_size: int = 64) -> list[dict]:
     raise ConfigError(f'no such file: {", ".join(missing[:3])}')
   if batch_size <= 0:
     raise ConfigError(f'--batch_size={batch_size} must be positive')
-  config = layout.saved_config(workdir)
+  config = saved.saved_config(workdir)
   one_device = parallel.make_mesh(jax.local_devices()[:1])
-  _, model, state = layout.load(workdir, config, one_device)
+  _, model, state = saved.load(workdir, config, one_device)
   images = [f for f in files if not f.endswith('.npy')]
   batches = {f: load_batch(f) for f in files if f.endswith('.npy')}
   # Every file is read and checked before anything compiles.

@@ -46,6 +46,7 @@ from resnet_jax.errors import ConfigError
 from resnet_jax.model import resnet
 from resnet_jax.paper import experiments
 from resnet_jax.paper import plots
+from resnet_jax.run import layout
 from resnet_jax.run import resume
 
 FLAGS = flags.FLAGS
@@ -159,7 +160,7 @@ def train_run(run, seed: int, config, workdir: str) -> dict:
     devices=jax.device_count(),
     commit=_commit(),
   )
-  with open(os.path.join(workdir, 'result.json'), 'w') as f:
+  with open(layout.path(workdir, layout.RESULT), 'w') as f:
     json.dump(record, f, indent=1)
   return record
 
@@ -171,7 +172,7 @@ def ledger(experiment: experiments.Experiment, root: str, seeds: int) -> list:
   for run in experiment.runs:
     done = []
     for seed in range(seeds):
-      path = os.path.join(root, run.name, f'seed{seed}', 'result.json')
+      path = layout.path(root, run.name, f'seed{seed}', layout.RESULT)
       if os.path.exists(path):
         with open(path) as f:
           done.append(json.load(f))
@@ -263,7 +264,7 @@ def run_plan(plan) -> list[str]:
   the workdirs it trained."""
   trained = []
   for run, seed, config, workdir in plan:
-    if os.path.exists(os.path.join(workdir, 'result.json')):
+    if os.path.exists(layout.path(workdir, layout.RESULT)):
       print(f'{run.name} seed {seed}: finished, skipped', file=sys.stderr)
       continue
     print(f'{run.name} seed {seed}: training in {workdir}', file=sys.stderr)
@@ -279,7 +280,7 @@ def finish(experiment, root: str, seeds: int) -> list[dict]:
   if 'responses' in experiment.plots:
     for run in experiment.runs:
       workdir = os.path.join(root, run.name, 'seed0')
-      finished = os.path.exists(os.path.join(workdir, 'result.json'))
+      finished = os.path.exists(layout.path(workdir, layout.RESULT))
       if finished and not os.path.exists(os.path.join(workdir, responses.FILE)):
         responses.workdir_responses(workdir)
   rows = ledger(experiment, root, seeds)
@@ -318,7 +319,7 @@ def main(argv):
       print(command(run, config, workdir))
     return
   os.makedirs(root, exist_ok=True)
-  with open(os.path.join(root, 'experiment.json'), 'w') as f:
+  with open(layout.path(root, layout.EXPERIMENT), 'w') as f:
     json.dump(
       dict(
         experiment=argv[1],

@@ -26,8 +26,9 @@ from resnet_jax.data import cifar
 from resnet_jax.errors import ConfigError
 from resnet_jax.model import resnet
 from resnet_jax.run import layout
+from resnet_jax.run import saved
 
-FILE = 'responses.json'
+FILE = layout.RESPONSES
 FLAGS = flags.FLAGS
 
 
@@ -68,7 +69,7 @@ def layer_stds(model, variables, images, batch_size: int = 100) -> np.ndarray:
 def workdir_responses(workdir: str, max_images: int = 500) -> dict:
   """The layer stds of a CIFAR run's latest checkpoint; also written to
   WORKDIR/responses.json."""
-  config = layout.saved_config(workdir)
+  config = saved.saved_config(workdir)
   if not cifar.is_cifar(config.data.name):
     raise ConfigError(
       f'{workdir}: responses are computed for CIFAR runs (Figure 7), not '
@@ -77,7 +78,7 @@ def workdir_responses(workdir: str, max_images: int = 500) -> dict:
   if max_images <= 0:
     raise ConfigError(f'--images={max_images} must be positive')
   split, split_name = cifar.load_eval(config.data)
-  _, model, state = layout.load(workdir, config)
+  _, model, state = saved.load(workdir, config)
   images = np.asarray(
     augment.normalise(split.images[:max_images], state.pixel_mean)
   )

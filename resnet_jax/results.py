@@ -17,6 +17,7 @@ from absl import flags
 
 from resnet_jax import errors
 from resnet_jax.errors import ConfigError
+from resnet_jax.run import layout
 
 FLAGS = flags.FLAGS
 BEGIN = '<!-- results: made by python -m resnet_jax.results; do not edit -->'
@@ -28,7 +29,7 @@ def section(folders, base: str) -> str:
   """The markdown for `folders` (links relative to the directory `base`)."""
   parts = [BEGIN]
   for folder in folders:
-    meta_path = os.path.join(folder, 'experiment.json')
+    meta_path = layout.path(folder, layout.EXPERIMENT)
     ledger_path = os.path.join(folder, 'ledger.md')
     for path in (meta_path, ledger_path):
       if not os.path.isfile(path):

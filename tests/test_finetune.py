@@ -14,7 +14,7 @@ import pytest
 from resnet_jax import predict
 from resnet_jax.data import cifar
 from resnet_jax.errors import ConfigError
-from resnet_jax.run import layout
+from resnet_jax.run import saved
 from resnet_jax.train import finetune
 from resnet_jax.train import loop
 from resnet_jax.train import optim
@@ -75,8 +75,8 @@ def runs(tmp_path_factory):
 
 def test_linear_probe_on_an_image_folder_learns(runs):
   source_dir, _, probe_dir = runs
-  _, _, source = layout.load(str(source_dir))
-  config, _, probe = layout.load(str(probe_dir))
+  _, _, source = saved.load(str(source_dir))
+  config, _, probe = saved.load(str(probe_dir))
   # Frozen: every backbone weight and BN statistic is the source's.
   for tree in ('params', 'batch_stats'):
     ours, theirs = getattr(probe, tree), getattr(source, tree)
@@ -158,7 +158,7 @@ def test_predict_images_and_prepared_batches_agree(runs, tmp_path):
     assert sum(r['probabilities']) == pytest.approx(1, abs=1e-5)
   # The same pictures, prepared as evaluation does, as a .npy batch: the
   # raw logits give the same probabilities.
-  config, _, state = layout.load(str(probe_dir))
+  config, _, state = saved.load(str(probe_dir))
   batch = predict.prepare_images(config, files, state.pixel_mean)
   np.save(tmp_path / 'batch.npy', batch)
   logits = predict.predict(str(probe_dir), [str(tmp_path / 'batch.npy')])
@@ -263,7 +263,7 @@ def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):
     imagenet, str(tmp_path / 'r18.safetensors'), str(imported)
   )
   # Predictions from the import itself are named by tfds' ImageNet labels.
-  names = predict.class_names(layout.saved_config(str(imported)), imported)
+  names = predict.class_names(saved.saved_config(str(imported)), imported)
   assert len(names) == 1000 and names[0] == 'n01440764'
   classes = sorted((REPO / 'data/imagenet-sample/train').iterdir())[:8]
   for wnid in classes:
@@ -285,10 +285,10 @@ def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):
     2,
   )
   loop.train_and_evaluate(config, str(tmp_path / 'probe'))
-  saved, _, probe = layout.load(str(tmp_path / 'probe'))
+  probe_config, _, probe = saved.load(str(tmp_path / 'probe'))
   mean, scale = torch_convert.input_normalisation()
-  assert saved.data.mean == 'channel'
-  np.testing.assert_allclose(saved.model.input_scale, scale)
+  assert probe_config.data.mean == 'channel'
+  np.testing.assert_allclose(probe_config.model.input_scale, scale)
   np.testing.assert_allclose(probe.pixel_mean, mean)
   np.testing.assert_array_equal(
     probe.params['stage4_block1']['conv1']['kernel'],

@@ -8,6 +8,7 @@ import pytest
 
 from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
+from resnet_jax.run import layout
 from tests.helpers import REPO
 from tests.helpers import load_config
 
@@ -93,16 +94,18 @@ def test_listing_reads_no_file_and_a_run_keeps_its_own(tmp_path):
   assert listing.files[101] == 'n00000001/n00000001_1.JPEG'  # sorted
   workdir = tmp_path / 'run'
   workdir.mkdir()
-  listing.save(str(workdir / image_sets.LISTING))
+  listing.save(str(workdir / layout.TRAIN_FILES))
   (root / 'train' / 'n00000005' / 'added.JPEG').touch()
   image_sets.list_image_folder.cache_clear()
-  kept = image_sets.training_listing(str(root), str(workdir))
+  kept = image_sets.training_listing(
+    str(root), str(workdir / layout.TRAIN_FILES)
+  )
   assert kept.files == listing.files and kept.classes == listing.classes
   np.testing.assert_array_equal(kept.labels, listing.labels)
   assert len(image_sets.training_listing(str(root), None)) == 20001
-  (workdir / image_sets.LISTING).write_bytes(b'garbage')
+  (workdir / layout.TRAIN_FILES).write_bytes(b'garbage')
   with pytest.raises(ConfigError, match='unreadable.*move it away'):
-    image_sets.training_listing(str(root), str(workdir))
+    image_sets.training_listing(str(root), str(workdir / layout.TRAIN_FILES))
 
 
 def test_center_crop_counts_every_image_once_with_a_padded_mask():
@@ -232,7 +235,7 @@ def test_image_folder_trains_resumes_and_evaluates(tmp_path):
   assert all(np.isfinite(r['loss']) for r in records)
   # Resume for two more steps: the stream skips what was consumed, from
   # the files the run listed, not what the folder holds now.
-  saved = image_sets.Listing.load(str(workdir / image_sets.LISTING), str(root))
+  saved = image_sets.Listing.load(str(workdir / layout.TRAIN_FILES), str(root))
   assert saved.files == image_sets.list_image_folder(str(root), 'train').files
   shutil.copy(
     root / 'val' / WNIDS[0] / os.listdir(root / 'val' / WNIDS[0])[0],

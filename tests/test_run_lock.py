@@ -13,8 +13,8 @@ import pytest
 from resnet_jax import predict
 from resnet_jax.errors import ConfigError
 from resnet_jax.eval import saved_run
-from resnet_jax.run import layout
 from resnet_jax.run import lock
+from resnet_jax.run import saved
 from tests.helpers import error_lines
 from tests.helpers import read_metrics
 from tests.helpers import run_cli
@@ -44,7 +44,7 @@ def test_a_second_run_is_refused_while_readers_read(tmp_path):
     assert f'{socket.gethostname()}, process {first.pid}, since 20' in line
     assert sorted(os.listdir(workdir)) == before
     # Readers meanwhile: the newest finalised checkpoint, read-only.
-    config = layout.saved_config(str(workdir))
+    config = saved.saved_config(str(workdir))
     result = saved_run.evaluate_workdir(config, str(workdir))
     assert result['step'] >= 8 and result['step'] % 4 == 0
     assert result['num_examples'] == 200

@@ -184,7 +184,6 @@ def test_convert_cli_import_evaluate_export(tmp_path):
 def test_workdirs_saved_before_input_scale_still_resume_and_load(tmp_path):
   """model.input_scale is newer than some workdirs: their config.json
   reads as the default (no scaling), and only a real change is refused."""
-  from resnet_jax.run import layout
   from resnet_jax.run import resume
 
   config = load_config('configs/cifar10.py:resnet20')
@@ -192,7 +191,7 @@ def test_workdirs_saved_before_input_scale_still_resume_and_load(tmp_path):
   del saved['model']['input_scale']
   (tmp_path / 'config.json').write_text(json.dumps(saved))
   resume.check_compatible(str(tmp_path), config)  # the same run: allowed
-  assert layout.saved_config(str(tmp_path)).model.input_scale == (1.0,) * 3
+  assert saved.saved_config(str(tmp_path)).model.input_scale == (1.0,) * 3
   config.model.input_scale = (2.0, 2.0, 2.0)
   with pytest.raises(ConfigError, match='model.input_scale'):
     resume.check_compatible(str(tmp_path), config)
@@ -202,7 +201,6 @@ def test_workdirs_saved_before_input_scale_still_resume_and_load(tmp_path):
 def test_workdirs_saved_before_bn_frozen_read_as_they_trained(mode, tmp_path):
   """model.bn_frozen is newer than some fine-tuning workdirs: a linear
   probe's reads as frozen (as it trained), a full fine-tuning's not."""
-  from resnet_jax.run import layout
   from resnet_jax.run import resume
 
   config = load_config(f'configs/finetune.py:resnet18,mode={mode}')
@@ -211,6 +209,6 @@ def test_workdirs_saved_before_bn_frozen_read_as_they_trained(mode, tmp_path):
   del saved['model']['bn_frozen']
   (tmp_path / 'config.json').write_text(json.dumps(saved))
   resume.check_compatible(str(tmp_path), config)
-  assert layout.saved_config(str(tmp_path)).model.bn_frozen == (
+  assert saved.saved_config(str(tmp_path)).model.bn_frozen == (
     mode == 'linear_probe'
   )

@@ -34,7 +34,6 @@ JPEG_MAGIC = b'\xff\xd8\xff'
 IMAGE_MAGIC = (JPEG_MAGIC, b'\x89PNG', b'GIF8', b'BM')
 EXTENSIONS = ('.jpg', '.jpeg', '.png')
 PROTOCOLS = ('center', 'ten_crop', 'multiscale')
-LISTING = 'train_files.txt.gz'  # WORKDIR's list of the training files
 
 
 def tensorflow_cpu():
@@ -137,13 +136,13 @@ def list_image_folder(root: str, split: str) -> Listing:
   return Listing(root, split, tuple(files), labels, tuple(classes))
 
 
-def training_listing(root: str, workdir: str | None) -> Listing:
-  """The run's training files: those saved in WORKDIR when it resumes
-  (the same files, in the same order, whatever was added to or removed
-  from the folder since), else ROOT/train listed afresh."""
-  saved = os.path.join(workdir, LISTING) if workdir else None
+def training_listing(root: str, saved: str | None) -> Listing:
+  """A run's training files: those in `saved` (the list the run wrote when
+  it started, so a resumed run reads the same files in the same order,
+  whatever was added to or removed from the folder since) if it exists,
+  else ROOT/train listed afresh."""
   if saved and os.path.exists(saved):
-    logging.info('training files: the %s saved in %s', LISTING, workdir)
+    logging.info('training files: the list saved in %s', saved)
     return Listing.load(saved, root)
   return list_image_folder(root, 'train')
 

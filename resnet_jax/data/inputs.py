@@ -22,6 +22,7 @@ import numpy as np
 from resnet_jax.data import cifar
 from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
+from resnet_jax.run import layout
 
 
 class DeviceResident:
@@ -65,7 +66,9 @@ class Streaming:
     # An image folder's training files: listed once, saved in the workdir
     # and reused when the run resumes.
     self.listing = (
-      image_sets.training_listing(d.image_folder, workdir)
+      image_sets.training_listing(
+        d.image_folder, workdir and layout.path(workdir, layout.TRAIN_FILES)
+      )
       if d.image_folder
       else None
     )
@@ -84,7 +87,7 @@ class Streaming:
 
   def save_listing(self, workdir: str) -> None:
     """WORKDIR/train_files.txt.gz: the files this run trains on."""
-    path = os.path.join(workdir, image_sets.LISTING)
+    path = layout.path(workdir, layout.TRAIN_FILES)
     if self.listing is not None and not os.path.exists(path):
       self.listing.save(path)
 

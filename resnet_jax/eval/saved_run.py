@@ -9,7 +9,7 @@ from resnet_jax.data import inputs
 from resnet_jax.eval import bn_stats
 from resnet_jax.eval import evaluator
 from resnet_jax.model import resnet
-from resnet_jax.run import layout
+from resnet_jax.run import saved
 
 
 def evaluate_workdir(
@@ -23,9 +23,9 @@ def evaluate_workdir(
   ranges.check(config)  # the overrides, too
   model = resnet.build(config.model, config.data.num_classes)
   evaluation = evaluator.build(config, model)
-  shape, mean_shape = layout.image_shapes(config)
+  shape, mean_shape = saved.image_shapes(config)
   mesh = parallel.make_mesh()
-  state = layout.restore(config, workdir, model, shape, mean_shape, mesh)
+  state = saved.restore(config, workdir, model, shape, mean_shape, mesh)
   if recompute_bn_batches:
     data = inputs.for_config(config, workdir)
     if data.kind == 'host':  # each process on its own devices

@@ -21,6 +21,7 @@ import numpy as np
 
 from resnet_jax import responses as responses_lib
 from resnet_jax.config import arguments
+from resnet_jax.run import layout
 
 # Train-error points averaged into one plotted point.
 _POINTS = 60
@@ -44,7 +45,7 @@ def read_metrics(workdir: str) -> dict:
   from WORKDIR/metrics.jsonl (the last record of a step wins: a resumed
   run repeats a few)."""
   train, evaluation, eval_name = {}, {}, None
-  path = os.path.join(workdir, 'metrics.jsonl')
+  path = layout.path(workdir, layout.METRICS)
   if os.path.exists(path):
     with open(path) as f:
       for line in f:
@@ -83,7 +84,7 @@ def _runs(experiment, root: str, seeds: int):
       os.path.join(root, run.name, f'seed{seed}') for seed in range(seeds)
     ]
     workdirs = [
-      w for w in workdirs if os.path.exists(os.path.join(w, 'metrics.jsonl'))
+      w for w in workdirs if os.path.exists(layout.path(w, layout.METRICS))
     ]
     yield run, arguments.load(run.config), workdirs
 

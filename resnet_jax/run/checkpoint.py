@@ -8,6 +8,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from resnet_jax.errors import WriteFailed
+from resnet_jax.run import layout
 
 
 def manager(
@@ -26,7 +27,7 @@ def manager(
     cleanup_tmp_directories=not read_only,
   )
   return ocp.CheckpointManager(
-    os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options
+    layout.path(os.path.abspath(workdir), layout.CHECKPOINTS), options=options
   )
 
 

@@ -25,8 +25,9 @@ import jax
 import numpy as np
 
 from resnet_jax.errors import ConfigError
+from resnet_jax.run import layout
 
-NAME = 'lock'
+NAME = layout.LOCK
 
 
 def _holder(path: str) -> str:

@@ -17,6 +17,7 @@ import tqdm
 
 from resnet_jax.errors import WriteFailed
 from resnet_jax.errors import writing
+from resnet_jax.run import layout
 
 
 class MetricsWriter:
@@ -34,8 +35,8 @@ class MetricsWriter:
     self._jsonl = self._tb = None
     if not self._chief:
       return
-    self._jsonl_path = os.path.join(workdir, 'metrics.jsonl')
-    tb_dir = os.path.join(workdir, 'tensorboard')
+    self._jsonl_path = layout.path(workdir, layout.METRICS)
+    tb_dir = layout.path(workdir, layout.TENSORBOARD)
     with writing(tb_dir, 'creating the TensorBoard log'):
       os.makedirs(tb_dir, exist_ok=True)
       self._tb = EventsWriter(os.path.join(tb_dir, 'events'))

@@ -12,6 +12,7 @@ import orbax.checkpoint as ocp
 from resnet_jax import errors
 from resnet_jax.data import cifar
 from resnet_jax.errors import ConfigError
+from resnet_jax.run import layout
 
 # Keys added to the configs after runs were saved without them, with the
 # value that reproduces those runs: an old workdir reads as if it had it
@@ -62,7 +63,7 @@ def flatten(tree, prefix=''):
 
 def check_compatible(workdir: str, config) -> None:
   """Refuses to resume WORKDIR with a config that trains something else."""
-  path = os.path.join(workdir, 'config.json')
+  path = layout.path(workdir, layout.CONFIG)
   if not os.path.exists(path):
     return
   try:
@@ -163,7 +164,7 @@ def _move_aside(paths):
 def truncate_metrics(workdir: str, step: int) -> None:
   """Drops metrics.jsonl records after `step`: the resumed run logs those
   steps again, so the file reads as one uninterrupted run."""
-  path = os.path.join(workdir, 'metrics.jsonl')
+  path = layout.path(workdir, layout.METRICS)
   if not os.path.exists(path):
     return
   with open(path) as f:

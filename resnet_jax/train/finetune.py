@@ -16,6 +16,7 @@ from resnet_jax import parallel
 from resnet_jax.config import arguments
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import layout
+from resnet_jax.run import saved
 from resnet_jax.train import train_state
 
 # What must match for the source's weights to mean the same thing here.
@@ -47,8 +48,8 @@ def inherit(config) -> None:
       "data.num_classes is required: your data's number of classes, the "
       "new head's size"
     )
-  source = layout.saved_config(ft.init_from)
-  checkpoints = os.path.join(ft.init_from, 'checkpoints')
+  source = saved.saved_config(ft.init_from)
+  checkpoints = layout.path(ft.init_from, layout.CHECKPOINTS)
   if not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
     raise ConfigError(f'finetune.init_from: no checkpoint in {checkpoints}')
   for key in ARCHITECTURE:
@@ -58,7 +59,7 @@ def inherit(config) -> None:
         f'network with {key}={source.model[key]!r}: use '
         f'--config=configs/finetune.py:{config_arg(source.model)}'
       )
-  _, mean_shape = layout.image_shapes(source)
+  _, mean_shape = saved.image_shapes(source)
   size = config.data.image_size
   if mean_shape[:2] not in ((1, 1), (size, size)):
     raise ConfigError(
@@ -98,7 +99,7 @@ def source_state(config) -> train_state.TrainState:
   reads it whole; no device holds more than its replica)."""
   init_from = config.finetune.init_from
   local = parallel.make_mesh(jax.local_devices())
-  _, _, state = layout.load(init_from, mesh=local)
+  _, _, state = saved.load(init_from, mesh=local)
   return state
 
 

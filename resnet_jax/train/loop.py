@@ -19,13 +19,13 @@ import jax.numpy as jnp
 from resnet_jax import errors
 from resnet_jax import parallel
 from resnet_jax.config import ranges
-from resnet_jax.data import image_sets
 from resnet_jax.data import inputs
 from resnet_jax.errors import ConfigError
 from resnet_jax.errors import Stopped
 from resnet_jax.eval import evaluator
 from resnet_jax.model import resnet
 from resnet_jax.run import checkpoint
+from resnet_jax.run import layout
 from resnet_jax.run import lock
 from resnet_jax.run import metrics_writer
 from resnet_jax.run import preemption
@@ -34,8 +34,6 @@ from resnet_jax.train import finetune
 from resnet_jax.train import optim
 from resnet_jax.train import steps
 from resnet_jax.train import train_state
-
-CLASSES = 'classes.json'  # WORKDIR's class names, when the data has them
 
 
 @dataclasses.dataclass
@@ -215,15 +213,15 @@ def _write_config(exp: Experiment, workdir: str):
   resnet_jax.predict) where the data has names."""
   if jax.process_index() != 0:
     return
-  path = os.path.join(workdir, 'config.json')
+  path = layout.path(workdir, layout.CONFIG)
   with errors.writing(path, 'writing the config'):
     text = exp.config.to_json_best_effort(indent=2, sort_keys=True) + '\n'
     _replace(path, text)
   if exp.input.classes:
-    path = os.path.join(workdir, CLASSES)
+    path = layout.path(workdir, layout.CLASSES)
     with errors.writing(path, 'writing the class names'):
       _replace(path, json.dumps(list(exp.input.classes)))
-  path = os.path.join(workdir, image_sets.LISTING)
+  path = layout.path(workdir, layout.TRAIN_FILES)
   with errors.writing(path, 'writing the list of training files'):
     exp.input.save_listing(workdir)
 
@@ -256,7 +254,7 @@ def _restore(exp: Experiment, mgr, workdir: str):
   start (fresh, or fine-tuning's)."""
   state = _start(exp)
   restored = resume.restore_newest_readable(
-    mgr, state, os.path.join(workdir, 'checkpoints')
+    mgr, state, layout.path(workdir, layout.CHECKPOINTS)
   )
   if restored is not None:
     state = restored
@@ -327,7 +325,7 @@ def _train(exp: Experiment, workdir: str) -> dict:
           saver.wait()
           raise Stopped(
             f'{watcher.signal_name} at step {done}: saved '
-            f'{os.path.join(workdir, "checkpoints", str(done))}; run the '
+            f'{layout.path(workdir, layout.CHECKPOINTS, str(done))}; run the '
             'same command to resume',
             watcher.exit_code,
           )
@@ -341,7 +339,7 @@ def _train(exp: Experiment, workdir: str) -> dict:
     good = saver.manager.latest_step()
     kept = (
       f'the last good checkpoint, '
-      f'{os.path.join(workdir, "checkpoints", str(good))}, is kept'
+      f'{layout.path(workdir, layout.CHECKPOINTS, str(good))}, is kept'
       if good is not None
       else 'no checkpoint had been saved'
     )
