@@ -28,10 +28,10 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import torch_resnet  # noqa: E402
-from resnet_jax import benchmark  # noqa: E402
 from resnet_jax import errors  # noqa: E402
-from resnet_jax import summary  # noqa: E402
+from resnet_jax.model import counting  # noqa: E402
 from resnet_jax.model import resnet  # noqa: E402
+from resnet_jax.train import benchmark  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
 _STEPS = flags.DEFINE_integer('steps', 50, 'Timed steps for each figure.')
@@ -65,7 +65,7 @@ def main(argv):
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   reference = torch_resnet.build(m.family, m.depth, config.data.num_classes)
   flax_model = resnet.build(m, config.data.num_classes)
-  ours_params = summary.count(flax_model, config.data.image_size)['params']
+  ours_params = counting.count(flax_model, config.data.image_size)['params']
   if torch_resnet.num_params(reference) != ours_params:
     raise RuntimeError(
       f'not the same network: {torch_resnet.num_params(reference)} '

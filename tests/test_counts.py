@@ -2,7 +2,7 @@
 
 import pytest
 
-from resnet_jax import summary
+from resnet_jax.model import counting
 from resnet_jax.model import resnet
 from tests.helpers import load_config
 
@@ -10,7 +10,7 @@ from tests.helpers import load_config
 def counts(arg: str) -> dict:
   config = load_config(f'configs/{arg}')
   model = resnet.build(config.model, config.data.num_classes)
-  return summary.count(model, config.data.image_size)
+  return counting.count(model, config.data.image_size)
 
 
 # Options A / B (torchvision's published counts for B on ImageNet).

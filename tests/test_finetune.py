@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import predict
 from resnet_jax.data import cifar
 from resnet_jax.errors import ConfigError
+from resnet_jax.eval import predict
 from resnet_jax.run import saved
 from resnet_jax.train import finetune
 from resnet_jax.train import loop
@@ -243,9 +243,9 @@ def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):
   """resnet_jax.convert's workdir -> a linear probe on an image folder of
   real ImageNet JPEGs -> predictions with the folder's class names. The
   torchvision normalisation travels with the weights."""
-  from resnet_jax import convert
   from resnet_jax.model import resnet
   from resnet_jax.model import torch_convert
+  from resnet_jax.run import torchvision_io
   from tests.helpers import REPO
 
   imagenet = load_config('configs/imagenet.py:resnet18,shortcut=B')
@@ -259,7 +259,7 @@ def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):
   )
   torch_convert.write(str(tmp_path / 'r18.safetensors'), tensors)
   imported = tmp_path / 'imported'
-  convert.import_checkpoint(
+  torchvision_io.import_checkpoint(
     imagenet, str(tmp_path / 'r18.safetensors'), str(imported)
   )
   # Predictions from the import itself are named by tfds' ImageNet labels.

@@ -153,7 +153,7 @@ def test_evaluate_cli_two_processes_count_uneven_shards_once(tmp_path):
 def test_benchmark_times_the_streaming_loop_and_bare_step():
   """The benchmark on an ImageNet config whose durations are in epochs:
   it runs the loop for a few steps and the step on one resident batch."""
-  from resnet_jax import benchmark
+  from resnet_jax.train import benchmark
 
   config = small_config(FOLDER, eval_on='none')
   config.train.update(unit='epochs', length=90, log_every=0.02)
@@ -165,8 +165,8 @@ def test_synthetic_benchmark_reads_no_data(tmp_path):
   """--synthetic (the lent GPUs have no TensorFlow): the step on a random
   batch, with a data folder that does not exist; it is the real step, so
   the loss on that one batch goes down."""
-  from resnet_jax import benchmark
   from resnet_jax.data import inputs
+  from resnet_jax.train import benchmark
 
   config = small_config(str(tmp_path / 'missing'), eval_on='none')
   config.optim.lr = 0.01

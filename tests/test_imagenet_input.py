@@ -366,7 +366,7 @@ def test_tfds_epochs_each_a_new_order_split_over_processes(tmp_path):
 
 
 def test_listing_benchmark_makes_and_times_a_folder(tmp_path):
-  from resnet_jax import benchmark
+  from resnet_jax.train import benchmark
 
   report = benchmark.listing_report(str(tmp_path / 'made'), 3000)
   assert (report['files'], report['classes']) == (3000, 1000)

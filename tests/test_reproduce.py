@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from resnet_jax import reproduce
 from resnet_jax.errors import ConfigError
 from resnet_jax.paper import experiments
+from resnet_jax.paper import reproduce
 from tests.helpers import SAMPLE
 from tests.helpers import run_cli
 

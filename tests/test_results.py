@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import responses
-from resnet_jax import results
 from resnet_jax.errors import ConfigError
 from resnet_jax.model import resnet
+from resnet_jax.paper import responses
+from resnet_jax.paper import results
 from tests.helpers import REPO
 from tests.helpers import load_config
 

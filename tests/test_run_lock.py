@@ -10,8 +10,8 @@ import socket
 import numpy as np
 import pytest
 
-from resnet_jax import predict
 from resnet_jax.errors import ConfigError
+from resnet_jax.eval import predict
 from resnet_jax.eval import saved_run
 from resnet_jax.run import lock
 from resnet_jax.run import saved

@@ -3,7 +3,7 @@ parameter count), where PyTorch is installed (it is not in CI)."""
 
 import pytest
 
-from resnet_jax import summary
+from resnet_jax.model import counting
 from resnet_jax.model import resnet
 
 torch_resnet = pytest.importorskip('benchmarks.torch_resnet')
@@ -20,7 +20,7 @@ torch_resnet = pytest.importorskip('benchmarks.torch_resnet')
 def test_reference_has_our_parameter_count(
   family, depth, num_classes, model, size
 ):
-  ours = summary.count(model(), size)['params']
+  ours = counting.count(model(), size)['params']
   theirs = torch_resnet.num_params(
     torch_resnet.build(family, depth, num_classes)
   )

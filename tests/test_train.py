@@ -193,7 +193,7 @@ def test_benchmark_prints_json():
 
 
 def test_mfu_is_achieved_over_peak_flops():
-  from resnet_jax import benchmark
+  from resnet_jax.train import benchmark
 
   config = load_config('configs/cifar10.py:resnet20')
   u = benchmark.utilisation(config, 1000.0, peak_tflops=10.0)

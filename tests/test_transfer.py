@@ -185,11 +185,12 @@ def test_workdirs_saved_before_input_scale_still_resume_and_load(tmp_path):
   """model.input_scale is newer than some workdirs: their config.json
   reads as the default (no scaling), and only a real change is refused."""
   from resnet_jax.run import resume
+  from resnet_jax.run import saved
 
   config = load_config('configs/cifar10.py:resnet20')
-  saved = json.loads(config.to_json_best_effort())
-  del saved['model']['input_scale']
-  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  written = json.loads(config.to_json_best_effort())
+  del written['model']['input_scale']
+  (tmp_path / 'config.json').write_text(json.dumps(written))
   resume.check_compatible(str(tmp_path), config)  # the same run: allowed
   assert saved.saved_config(str(tmp_path)).model.input_scale == (1.0,) * 3
   config.model.input_scale = (2.0, 2.0, 2.0)
@@ -202,12 +203,13 @@ def test_workdirs_saved_before_bn_frozen_read_as_they_trained(mode, tmp_path):
   """model.bn_frozen is newer than some fine-tuning workdirs: a linear
   probe's reads as frozen (as it trained), a full fine-tuning's not."""
   from resnet_jax.run import resume
+  from resnet_jax.run import saved
 
   config = load_config(f'configs/finetune.py:resnet18,mode={mode}')
   config.model.bn_frozen = mode == 'linear_probe'  # as finetune.inherit sets
-  saved = json.loads(config.to_json_best_effort())
-  del saved['model']['bn_frozen']
-  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  written = json.loads(config.to_json_best_effort())
+  del written['model']['bn_frozen']
+  (tmp_path / 'config.json').write_text(json.dumps(written))
   resume.check_compatible(str(tmp_path), config)
   assert saved.saved_config(str(tmp_path)).model.bn_frozen == (
     mode == 'linear_probe'

@@ -21,7 +21,8 @@ def normalise(images, pixel_mean):
   than the training crop (the multi-scale test); a per-channel one
   (1, 1, 3) broadcasts. (model.input_scale then divides, in the model.)"""
   h, w, c = images.shape[-3:]
-  if pixel_mean.shape[:2] not in ((1, 1), (h, w)):
+  pixel_mean = jnp.asarray(pixel_mean, jnp.float32)
+  if pixel_mean.ndim == 3 and pixel_mean.shape[:2] not in ((1, 1), (h, w)):
     pixel_mean = jax.image.resize(pixel_mean, (h, w, c), 'bilinear')
   return images.astype(jnp.float32) - pixel_mean
 

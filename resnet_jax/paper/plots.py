@@ -19,8 +19,8 @@ import os
 from matplotlib.figure import Figure
 import numpy as np
 
-from resnet_jax import responses as responses_lib
 from resnet_jax.config import arguments
+from resnet_jax.paper import responses as responses_lib
 from resnet_jax.run import layout
 
 # Train-error points averaged into one plotted point.
