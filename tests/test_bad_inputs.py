@@ -1,5 +1,11 @@
-"""The catalogue of bad inputs in docs/bad_inputs.md, each run through the
-command line: one clear line, a non-zero exit, the workdir as it was."""
+"""The catalogue of bad inputs in docs/bad_inputs.md: one clear line, a
+non-zero exit, the workdir as it was.
+
+Most cases call the library as the command would (load the config, apply
+the overrides, train or evaluate) and check the ConfigError; a handful
+(CLI) go through the command line, for what only it does: flag parsing,
+the one `error:` line with no traceback, the exit status.
+"""
 
 import hashlib
 import os
@@ -8,9 +14,12 @@ import shutil
 import numpy as np
 import pytest
 
+from resnet_jax.errors import ConfigError
+from resnet_jax.errors import Stopped
 from tests.helpers import REPO
 from tests.helpers import SAMPLE
 from tests.helpers import error_lines
+from tests.helpers import load_config
 from tests.helpers import run_cli
 
 TINY = [
@@ -289,12 +298,53 @@ CASES = {
 }
 
 
+# Through the command line: flag parsing, and one case of each exit path.
+CLI = (
+  'unknown-key',
+  'wrong-type',
+  'config-file',
+  'positional-arg',
+  'out-of-range',
+  'evaluate-no-run',
+  'diverged',
+)
+
+
+def run_in_process(args) -> tuple[int, str]:
+  """What the command given by `args` does, called as a library: (exit
+  status, message) of the ConfigError or Stopped it ends with."""
+  from resnet_jax.eval import saved_run
+  from resnet_jax.model import resnet
+  from resnet_jax.paper.reproduce import apply_overrides
+  from resnet_jax.run import saved
+  from resnet_jax.train import loop
+
+  value = {a.split('=', 1)[0]: a.split('=', 1)[1] for a in args if '=' in a}
+  overrides = [a.removeprefix('--config.') for a in args if '--config.' in a]
+  workdir = value.get('--workdir')
+  try:
+    if 'resnet_jax.evaluate' in args:
+      config = apply_overrides(saved.saved_config(workdir), overrides)
+      saved_run.evaluate_workdir(config, workdir)
+    else:
+      config = apply_overrides(load_config(value['--config']), overrides)
+      if 'resnet_jax.summary' in args:
+        resnet.build(config.model, config.data.num_classes)
+      else:
+        loop.train_and_evaluate(config, workdir)
+  except ConfigError as e:
+    return 2, str(e)
+  except Stopped as e:
+    return e.exit_code, str(e)
+  return 0, ''
+
+
 @pytest.fixture(scope='module')
 def finished_run(tmp_path_factory):
   """A tiny finished run (checkpoints at 2 and 4) to resume or evaluate."""
   workdir = tmp_path_factory.mktemp('finished') / 'run'
-  result = run_cli('train.py', *TINY, f'--workdir={workdir}')
-  assert result.returncode == 0, result.stderr
+  code, _ = run_in_process(['train.py', *TINY, f'--workdir={workdir}'])
+  assert code == 0
   return workdir
 
 
@@ -335,11 +385,16 @@ def test_bad_input(case, tmp_path, finished_run):
   before = _snapshot(workdir)
   if case == 'diverged':
     before = None  # it trains, then stops: checked below instead
-  result = run_cli(*args)
-  assert result.returncode == code, result.stderr[-2000:]
-  assert 'Traceback' not in result.stderr, result.stderr[-2000:]
-  lines = error_lines(result.stderr)
-  assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+  if case in CLI:
+    result = run_cli(*args)
+    assert result.returncode == code, result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-2000:]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+  else:
+    status, text = run_in_process(args)
+    assert status == code and message in text, text
+    lines = [text]
   assert message in DOC, f'{case}: add its message to docs/bad_inputs.md'
   if before is not None:
     assert _snapshot(workdir) == before  # nothing in the workdir touched
