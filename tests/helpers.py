@@ -126,3 +126,24 @@ def input_sample_config(folder):
   )
   config.train.batch_size = 8
   return config
+
+
+# The tiny run most tests train: the quickstart's data (1,800 bundled CIFAR
+# images, 200 held out) with a ResNet-8, batch 16, a few steps.
+TINY_TRAIN = dict(
+  length=4, batch_size=16, log_every=1, eval_every=1000, checkpoint_every=1000
+)
+
+
+def tiny_config(**train):
+  """The tiny run's config; `train` overrides train.* keys."""
+  config = load_config('configs/quickstart.py:resnet8')
+  config.train.update(dict(TINY_TRAIN, **train))
+  return config
+
+
+def tiny_flags(**train) -> list[str]:
+  """The same run as command-line flags of train.py."""
+  return ['--config=configs/quickstart.py:resnet8'] + [
+    f'--config.train.{k}={v}' for k, v in dict(TINY_TRAIN, **train).items()
+  ]

@@ -1,4 +1,4 @@
-"""On-device batch order and augmentation (issue 3)."""
+"""On-device batch order and augmentation."""
 
 import jax
 import jax.numpy as jnp

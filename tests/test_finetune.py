@@ -1,4 +1,4 @@
-"""Fine-tuning from another run's checkpoint, and predictions (issue 8).
+"""Fine-tuning from another run's checkpoint, and predictions.
 
 The source is a CIFAR ResNet-8 trained briefly on the bundled sample; the
 new task is a two-class image folder of real CIFAR pictures (airplane,

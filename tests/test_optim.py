@@ -1,4 +1,4 @@
-"""The paper's learning-rate schedule and weight decay (issue 3)."""
+"""The paper's learning-rate schedule and weight decay."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""resnet_jax.reproduce (issue 7): an experiment's runs, skipped when
+"""resnet_jax.reproduce: an experiment's runs, skipped when
 finished, the ledger over seeds, and the dry run's commands."""
 
 import csv

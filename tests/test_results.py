@@ -1,5 +1,5 @@
 """Figure 7's response statistic and the README's results section
-(issue 7)."""
+."""
 
 import json
 import os

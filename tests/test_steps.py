@@ -1,4 +1,4 @@
-"""The data-parallel step on 8 CPU devices (issue 3)."""
+"""The data-parallel step on 8 CPU devices."""
 
 import functools
 
@@ -13,17 +13,13 @@ from resnet_jax.errors import ConfigError
 from resnet_jax.train import loop
 from resnet_jax.train import steps
 from tests.helpers import REPO
-from tests.helpers import load_config
+from tests.helpers import tiny_config as shared_tiny_config
 
 SAMPLE = str(REPO / 'data' / 'cifar10-sample')
 
 
 def tiny_config(batch_size=16, bn_sync=False):
-  config = load_config('configs/cifar10.py:resnet8')  # n = 1: fast to compile
-  config.data.local_dir = SAMPLE
-  config.train.batch_size = batch_size
-  config.train.bn_sync = bn_sync
-  return config
+  return shared_tiny_config(batch_size=batch_size, bn_sync=bn_sync)
 
 
 def run(config, devices, num_steps, per_call=1):
@@ -151,7 +147,7 @@ def test_remat_changes_memory_not_results():
   [
     ('batch_size', 12, 'does not divide over 8 devices'),
     ('eval_batch_size', 100, 'does not divide over 8 devices'),
-    ('batch_size', 4096, 'larger than the 2000 training images'),
+    ('batch_size', 4096, 'larger than the 1800 training images'),
     ('microbatches', 3, 'does not divide the 2 examples per device'),
     ('steps_per_dispatch', 0, 'must be an integer >= 1'),
   ],

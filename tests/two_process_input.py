@@ -1,4 +1,4 @@
-"""One process of a two-process job (tests/test_multihost.py): writes the
+"""One process of a two-process job (tests/test_parallel.py): writes the
 training mean and the first training labels this process gets from an
 image folder, as OUT/mean_<process>.npy and OUT/labels_<process>.npy.
 

@@ -3,7 +3,7 @@ check of them all (`check`), run before anything is built or compiled.
 
 Each config file declares its keys with a comment; this table says, for
 each numeric one, what values make sense. A key the table does not know
-is not numeric (tests/test_config_ranges.py holds every config file to
+is not numeric (tests/test_ranges.py holds every config file to
 that), so a new numeric key cannot arrive without its range.
 """
 

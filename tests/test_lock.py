@@ -19,16 +19,10 @@ from tests.helpers import error_lines
 from tests.helpers import read_metrics
 from tests.helpers import run_cli
 from tests.helpers import start_cli
+from tests.helpers import tiny_flags
 from tests.helpers import wait_for_step
 
-FLAGS = [
-  '--config=configs/quickstart.py:resnet8',
-  '--config.train.length=2000',
-  '--config.train.log_every=1',
-  '--config.train.checkpoint_every=4',
-  '--config.train.eval_every=100000',
-  '--config.train.batch_size=16',
-]
+FLAGS = tiny_flags(length=2000, checkpoint_every=4)
 
 
 def test_a_second_run_is_refused_while_readers_read(tmp_path):

@@ -1,4 +1,4 @@
-"""Parameter and MAC counts equal the paper's tables (issue 2, Exactness)."""
+"""Parameter and MAC counts equal the paper's tables."""
 
 import pytest
 
@@ -34,11 +34,11 @@ PARAMS_C_IMAGENET = {
   'imagenet.py:resnet101': 76_981_288,
   'imagenet.py:resnet152': 107_335_720,
 }
-# The issue's CIFAR option-C figures project only the blocks whose shape
+# Option C figures that project only the blocks whose shape
 # does not change; the paper's C ("all shortcuts are projections") also
 # projects the two stage transitions, 16->32 and 32->64 with their BN:
 # (16*32 + 2*32) + (32*64 + 2*64) = 2,752 more parameters.
-PARAMS_C_CIFAR_ISSUE = {
+PARAMS_C_CIFAR_SAME_SHAPE = {
   'cifar10.py:resnet20': 281_210,
   'cifar10.py:resnet32': 486_842,
   'cifar10.py:resnet44': 692_474,
@@ -61,9 +61,9 @@ def test_params_option_c_imagenet(arg):
   assert counts(f'{arg},shortcut=C')['params'] == PARAMS_C_IMAGENET[arg]
 
 
-@pytest.mark.parametrize('arg', PARAMS_C_CIFAR_ISSUE)
+@pytest.mark.parametrize('arg', PARAMS_C_CIFAR_SAME_SHAPE)
 def test_params_option_c_cifar(arg):
-  expected = PARAMS_C_CIFAR_ISSUE[arg] + CIFAR_TRANSITION_PROJECTIONS
+  expected = PARAMS_C_CIFAR_SAME_SHAPE[arg] + CIFAR_TRANSITION_PROJECTIONS
   assert CIFAR_TRANSITION_PROJECTIONS == 2_752
   assert counts(f'{arg},shortcut=C')['params'] == expected
 

@@ -1,4 +1,4 @@
-"""The ImageNet host pipeline on the bundled real JPEGs (issue 5)."""
+"""The ImageNet host pipeline on the bundled real JPEGs."""
 
 import os
 import shutil

@@ -1,7 +1,7 @@
-"""ImageNet evaluation protocols on the bundled real JPEGs (issue 5): the
+"""ImageNet evaluation protocols on the bundled real JPEGs: the
 centre crop, the paper's 10 crops and its multi-scale test average the
 right views and count every image once, in one process or several. The
-network is test_imagenet_input's ResNet-8 at 32x32.
+network is test_image_sets's ResNet-8 at 32x32.
 """
 
 import functools
@@ -19,9 +19,9 @@ from resnet_jax.eval import eval_steps
 from resnet_jax.eval import evaluator
 from resnet_jax.train import loop
 from tests.helpers import run_cli
-from tests.test_imagenet_input import FOLDER
-from tests.test_imagenet_input import imagenet_train_config
-from tests.test_multihost import start_two_processes
+from tests.test_image_sets import FOLDER
+from tests.test_image_sets import imagenet_train_config
+from tests.test_parallel import start_two_processes
 
 
 def small_config(root, **data):
@@ -137,14 +137,12 @@ def test_evaluate_cli_two_processes_count_uneven_shards_once(tmp_path):
   assert single['protocol'] == 'multiscale' and single['step'] == 2
   np.testing.assert_allclose(results[0]['loss'], single['loss'], rtol=1e-5)
 
-  center = run_cli(
-    '-m',
-    'resnet_jax.evaluate',
-    f'--workdir={workdir}',
-    '--recompute_bn_batches=2',
+  from resnet_jax.eval import saved_run
+  from resnet_jax.run import saved
+
+  reestimated = saved_run.evaluate_workdir(
+    saved.saved_config(str(workdir)), str(workdir), recompute_bn_batches=2
   )
-  assert center.returncode == 0, center.stderr[-3000:]
-  reestimated = json.loads(center.stdout.splitlines()[-1])
   assert reestimated['protocol'] == 'center'
   assert reestimated['num_examples'] == 41
   assert np.isfinite(reestimated['loss'])

@@ -1,4 +1,4 @@
-"""Never lose a run (issue 4): kills, preemption, damaged checkpoints, NaN,
+"""Never lose a run: kills, preemption, damaged checkpoints, NaN,
 changed configs, other device counts. All on CPU with 8 host devices."""
 
 import os
@@ -17,39 +17,20 @@ from resnet_jax.run import checkpoint
 from resnet_jax.run import resume
 from resnet_jax.train import loop
 from tests.helpers import error_lines
-from tests.helpers import load_config
 from tests.helpers import read_metrics
 from tests.helpers import run_cli
 from tests.helpers import start_cli
+from tests.helpers import tiny_config
+from tests.helpers import tiny_flags
 from tests.helpers import wait_for_step
 
 LENGTH = 30
-FLAGS = [
-  '--config=configs/quickstart.py:resnet8',
-  f'--config.train.length={LENGTH}',
-  '--config.train.log_every=1',
-  '--config.train.checkpoint_every=5',
-  '--config.train.eval_every=1000',
-  '--config.train.batch_size=16',
-]
+FLAGS = tiny_flags(length=LENGTH, checkpoint_every=5)
 
 
 def config_for(length=LENGTH, **train):
   """The in-process twin of FLAGS."""
-  config = load_config('configs/quickstart.py:resnet8')
-  config.train.update(
-    dict(
-      dict(
-        length=length,
-        log_every=1,
-        checkpoint_every=5,
-        eval_every=1000,
-        batch_size=16,
-      ),
-      **train,
-    )
-  )
-  return config
+  return tiny_config(**dict(dict(length=length, checkpoint_every=5), **train))
 
 
 def final_state(workdir, config=None):

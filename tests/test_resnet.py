@@ -1,4 +1,4 @@
-"""Structure and behaviour of the networks (issue 2)."""
+"""Structure and behaviour of the networks."""
 
 import flax
 import flax.linen as nn
@@ -263,7 +263,7 @@ def test_named_models_shapes_and_dtypes(name):
   minutes on a CPU)."""
   factory, size = NAMED[name]
   # (ResNet-1202, ResNet-110's blocks 200 a stage, is traced whole by
-  # tests/test_counts.py, which counts its 19.4M parameters.)
+  # tests/test_counting.py, which counts its 19.4M parameters.)
   for dtype in (jnp.float32, jnp.bfloat16):
     model = factory(dtype=dtype)
     x = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)

@@ -1,5 +1,5 @@
 """Two processes on 127.0.0.1 (jax.distributed, gloo CPU collectives, two
-host devices each) train like one process with four devices (issue 4)."""
+host devices each) train like one process with four devices."""
 
 import signal
 import socket
@@ -7,18 +7,12 @@ import socket
 import numpy as np
 
 from tests.helpers import read_metrics
-from tests.helpers import run_cli
 from tests.helpers import start_cli
+from tests.helpers import tiny_config
+from tests.helpers import tiny_flags
 from tests.helpers import wait_for_step
 
-FLAGS = [
-  '--config=configs/quickstart.py:resnet8',
-  '--config.train.length=10',
-  '--config.train.log_every=1',
-  '--config.train.checkpoint_every=5',
-  '--config.train.eval_every=10',
-  '--config.train.batch_size=16',
-]
+FLAGS = tiny_flags(length=10, checkpoint_every=5, eval_every=10)
 
 
 def free_port() -> int:
@@ -51,8 +45,13 @@ def test_two_processes_match_one_with_the_same_devices(tmp_path):
   outputs = [p.communicate(timeout=300) for p in processes]
   for p, (_, stderr) in zip(processes, outputs):
     assert p.returncode == 0, stderr[-3000:]
-  result = run_cli('train.py', *FLAGS, f'--workdir={one}', devices=4)
-  assert result.returncode == 0, result.stderr
+  # One process with the same four devices, in-process.
+  import jax
+
+  from resnet_jax.train import loop
+
+  config = tiny_config(length=10, checkpoint_every=5, eval_every=10)
+  loop.train_and_evaluate(config, str(one), devices=jax.devices()[:4])
 
   a, b = read_metrics(two), read_metrics(one)
   assert [r['step'] for r in a] == [r['step'] for r in b] == list(range(1, 11))

@@ -1,4 +1,4 @@
-"""Config arguments, bad input and the summary command (issue 2)."""
+"""Config arguments, bad input and the summary command."""
 
 import json
 

@@ -21,15 +21,9 @@ from tests.helpers import SAMPLE
 from tests.helpers import error_lines
 from tests.helpers import load_config
 from tests.helpers import run_cli
+from tests.helpers import tiny_flags
 
-TINY = [
-  '--config=configs/quickstart.py:resnet8',
-  '--config.train.length=4',
-  '--config.train.log_every=2',
-  '--config.train.eval_every=4',
-  '--config.train.checkpoint_every=2',
-  '--config.train.batch_size=16',
-]
+TINY = tiny_flags(log_every=2, eval_every=4, checkpoint_every=2)
 IMAGENET = [
   'train.py',
   '--config=configs/imagenet.py:resnet18',

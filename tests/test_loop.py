@@ -1,4 +1,4 @@
-"""Training end to end on the bundled real CIFAR-10 sample (issue 3)."""
+"""Training end to end on the bundled real CIFAR-10 sample."""
 
 import json
 import os
@@ -14,28 +14,20 @@ from resnet_jax.train import loop
 from tests.helpers import REPO
 from tests.helpers import load_config
 from tests.helpers import run_cli
+from tests.helpers import tiny_config as shared_tiny_config
+from tests.helpers import tiny_flags
 
 SAMPLE = str(REPO / 'data' / 'cifar10-sample')
 
 
 def tiny_config(length=40, **train):
-  config = load_config('configs/cifar10.py:resnet8')
-  config.data.local_dir = SAMPLE
-  config.data.validation_size = 200
-  config.train.update(
-    dict(
-      dict(
-        batch_size=32,
-        length=length,
-        log_every=4,
-        eval_every=1000,
-        checkpoint_every=1000,
-        eval_batch_size=64,
-      ),
+  """The shared tiny run at batch 32, evaluated in batches of 64."""
+  return shared_tiny_config(
+    **dict(
+      dict(length=length, batch_size=32, log_every=4, eval_batch_size=64),
       **train,
     )
   )
-  return config
 
 
 def read_metrics(workdir, kind='train'):
@@ -103,13 +95,7 @@ def test_evaluation_counts_every_example_once():
   )
 
 
-TINY_FLAGS = [
-  '--config=configs/quickstart.py:resnet8',
-  '--config.train.length=6',
-  '--config.train.log_every=2',
-  '--config.train.eval_every=6',
-  '--config.train.batch_size=16',
-]
+TINY_FLAGS = tiny_flags(length=6, log_every=2, eval_every=6)
 
 
 def test_train_and_evaluate_commands(tmp_path):
@@ -197,7 +183,7 @@ def test_mfu_is_achieved_over_peak_flops():
 
   config = load_config('configs/cifar10.py:resnet20')
   u = benchmark.utilisation(config, 1000.0, peak_tflops=10.0)
-  flops = 6 * 40_551_040  # ResNet-20's forward MACs (tests/test_counts.py)
+  flops = 6 * 40_551_040  # ResNet-20's forward MACs (tests/test_counting.py)
   assert u['model_flops_per_image'] == flops
   assert u['mfu'] == pytest.approx(flops * 1000 / (10e12 * 8))  # 8 devices
 
@@ -233,19 +219,15 @@ def test_bn_recomputed_as_the_average_of_batch_statistics():
 
 
 def test_evaluate_with_recomputed_bn(tmp_path):
-  workdir = tmp_path / 'run'
-  assert (
-    run_cli('train.py', *TINY_FLAGS, f'--workdir={workdir}').returncode == 0
-  )
-  kept = run_cli('-m', 'resnet_jax.evaluate', f'--workdir={workdir}')
-  redone = run_cli(
-    '-m',
-    'resnet_jax.evaluate',
-    f'--workdir={workdir}',
-    '--recompute_bn_batches=3',
-  )
-  assert kept.returncode == redone.returncode == 0, redone.stderr
-  a = json.loads(kept.stdout.strip().splitlines()[-1])
-  b = json.loads(redone.stdout.strip().splitlines()[-1])
+  """What `evaluate --recompute_bn_batches=3` does, called in-process
+  (its command line is run in tests/test_evaluator.py)."""
+  from resnet_jax.eval import saved_run
+  from resnet_jax.run import saved
+
+  workdir = str(tmp_path / 'run')
+  loop.train_and_evaluate(shared_tiny_config(length=6), workdir)
+  config = saved.saved_config(workdir)
+  a = saved_run.evaluate_workdir(config, workdir)
+  b = saved_run.evaluate_workdir(config, workdir, recompute_bn_batches=3)
   assert a['num_examples'] == b['num_examples'] == 200
   assert a['loss'] != b['loss']  # other statistics, other predictions

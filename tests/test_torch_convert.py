@@ -1,4 +1,4 @@
-"""torchvision checkpoints into our models and back (issue 8)."""
+"""torchvision checkpoints into our models and back."""
 
 import glob
 import json
