@@ -1,6 +1,7 @@
 """Test environment: eight CPU devices for the multi-device tests (must be
-set before JAX is imported), no accelerator for TensorFlow, and one
-persistent compilation cache for the whole session.
+set before JAX is imported), no accelerator for TensorFlow, XLA's
+unoptimised (fast to compile) path, and one persistent compilation cache
+for the whole session.
 
 The cache: most tests compile the same few steps (a ResNet-8 on 8 CPU
 devices); XLA's executables, keyed by their HLO and options, are written
@@ -24,6 +25,10 @@ os.environ.setdefault(
 )
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
+# Compiling, not running, is what the suite's tiny steps spend their time
+# on: XLA's cheap path halves it (as flax's own tests do). Every process
+# of the session compiles the same way, so runs still compare bit for bit.
+os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

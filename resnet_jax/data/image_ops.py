@@ -1,4 +1,5 @@
-"""ImageNet image operations in TensorFlow, run by tf.data on the CPU.
+"""Image operations in TensorFlow (the paper's ImageNet crops and views),
+run by tf.data on the CPU.
 
 Training (section 3.4): the shorter side resized to a random length in
 [256, 480], a random 224x224 crop, a random horizontal flip. Evaluation:

@@ -1,4 +1,4 @@
-"""ImageNet-style input on the CPU: an image folder or a tfds dataset
+"""Image sets on the CPU: an image folder or a tfds dataset
 (imagenet2012, or any image classification dataset for fine-tuning), one
 tf.data pipeline, each process reading its own shard.
 

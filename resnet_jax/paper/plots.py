@@ -9,7 +9,7 @@ consecutive log points (the paper's curves are smoothed too); with several
 seeds, each curve is their mean.
 
 responses: Figure 7's style. The std of each 3x3 layer's response
-(resnet_jax/responses.py) by layer index, and the same sorted by
+(resnet_jax/paper/responses.py) by layer index, and the same sorted by
 magnitude, one line per network.
 """
 
