@@ -20,8 +20,8 @@ BN statistics stay frozen), and family=cifar for a CIFAR-trained source.
       --workdir=runs/flowers102_probe
 
 The weights (all but the head), BN statistics and input normalisation come
-from finetune.init_from (resnet_jax/train/finetune.py). The recipe: batch 64, SGD
-momentum 0.9, weight decay 1e-4, cosine decay over 30 epochs from 0.01
+from finetune.init_from (resnet_jax/train/finetune.py). The recipe: batch
+64, SGD momentum 0.9, weight decay 1e-4, cosine decay over 30 epochs from 0.01
 (full) or 0.1 (linear probe), Inception crops and flips, centre-crop
 evaluation on val/ of the folder or data.val_split of the tfds dataset.
 """

@@ -13,6 +13,8 @@ import os
 
 from ml_collections import config_dict
 
+from resnet_jax.config import arguments
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -23,9 +25,7 @@ def get_config(arg: str = 'resnet20') -> config_dict.ConfigDict:
   cifar10 = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(cifar10)
   config = cifar10.get_config(arg)
-  config.data.local_dir = os.path.normpath(
-    os.path.join(HERE, '..', 'data', 'cifar10-sample')
-  )
+  config.data.local_dir = arguments.sample_dir('cifar10-sample')
   config.data.validation_size = 200
   config.data.eval_on = 'validation'
   config.train.batch_size = 64

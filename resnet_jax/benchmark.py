@@ -142,6 +142,11 @@ def define_flags():
   )
 
 
-if __name__ == '__main__':
+def cli():
+  """The command (its console script, and `python -m`)."""
   define_flags()
   errors.run(main)
+
+
+if __name__ == '__main__':
+  cli()

@@ -49,7 +49,8 @@ def main(argv):
   print(json.dumps(result))
 
 
-if __name__ == '__main__':
+def cli():
+  """The command (its console script, and `python -m`)."""
   config_flags.DEFINE_config_file('config', None, 'Config file (import).')
   flags.DEFINE_string('workdir', None, 'The run directory.')
   flags.DEFINE_string(
@@ -59,3 +60,7 @@ if __name__ == '__main__':
     'export', None, 'Write the workdir as FILE (.safetensors or .pth).'
   )
   errors.run(main)
+
+
+if __name__ == '__main__':
+  cli()

@@ -97,7 +97,24 @@ def _one_line(error: Exception) -> str:
   return ' '.join(lines[-2:]) if len(lines) > 1 else text
 
 
+def _config_files(argv):
+  """--config=NAME[:ARG] with NAME a built-in config (quickstart,
+  cifar10, ...) -> the path of its file, so that commands run from any
+  folder; paths stay as they are."""
+  from resnet_jax.config import arguments
+
+  out = []
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config=') or (i and argv[i - 1] == '--config'):
+      prefix = '--config=' if arg.startswith('--config=') else ''
+      path, sep, rest = arg.removeprefix(prefix).partition(':')
+      arg = prefix + arguments.config_file(path) + sep + rest
+    out.append(arg)
+  return out
+
+
 def _parse_flags(argv):
+  argv = _config_files(argv)
   try:
     argv = flags.FLAGS(argv)
     if 'config' in flags.FLAGS and flags.FLAGS.config is not None:

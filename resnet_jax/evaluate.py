@@ -49,7 +49,8 @@ def _workdir_from_argv(argv) -> str:
   sys.exit(2)
 
 
-if __name__ == '__main__':
+def cli():
+  """The command (its console script, and `python -m`)."""
   try:
     base = saved.saved_config(_workdir_from_argv(sys.argv))
   except ConfigError as e:
@@ -66,3 +67,7 @@ if __name__ == '__main__':
     'averages.',
   )
   errors.run(main)
+
+
+if __name__ == '__main__':
+  cli()

@@ -29,8 +29,13 @@ def main(argv):
     print(json.dumps(record))
 
 
-if __name__ == '__main__':
+def cli():
+  """The command (its console script, and `python -m`)."""
   flags.DEFINE_string('workdir', None, 'A run directory (train or convert).')
   flags.DEFINE_integer('batch_size', 64, 'Images per forward pass.')
   flags.mark_flag_as_required('workdir')
   errors.run(main)
+
+
+if __name__ == '__main__':
+  cli()

@@ -105,6 +105,11 @@ def define_flags():
   flags.DEFINE_bool('dry_run', False, 'Print the commands only.')
 
 
-if __name__ == '__main__':
+def cli():
+  """The command (its console script, and `python -m`)."""
   define_flags()
   errors.run(main)
+
+
+if __name__ == '__main__':
+  cli()

@@ -30,8 +30,13 @@ def main(argv):
   print(json.dumps(workdir_responses(FLAGS.workdir, FLAGS.images)))
 
 
-if __name__ == '__main__':
+def cli():
+  """The command (its console script, and `python -m`)."""
   flags.DEFINE_string('workdir', None, "A CIFAR training run's workdir.")
   flags.DEFINE_integer('images', 500, 'Evaluation images to use.')
   flags.mark_flag_as_required('workdir')
   errors.run(main)
+
+
+if __name__ == '__main__':
+  cli()

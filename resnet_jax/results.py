@@ -37,6 +37,11 @@ def main(argv):
   print(f'{readme}: results from {len(folders)} folder(s)')
 
 
-if __name__ == '__main__':
+def cli():
+  """The command (its console script, and `python -m`)."""
   flags.DEFINE_string('readme', 'README.md', 'The README to update.')
   errors.run(main)
+
+
+if __name__ == '__main__':
+  cli()

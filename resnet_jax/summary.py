@@ -37,10 +37,15 @@ def main(argv):
     print(format_table(summary))
 
 
-if __name__ == '__main__':
+def cli():
+  """The command (its console script, and `python -m`)."""
   # Defined here, not at import: benchmark.py imports count() and has its
   # own --config.
   config_flags.DEFINE_config_file('config', None, 'Config file.')
   flags.DEFINE_bool('json', False, 'Print one JSON object instead.')
   flags.mark_flag_as_required('config')
   errors.run(main)
+
+
+if __name__ == '__main__':
+  cli()

@@ -299,21 +299,14 @@ def test_tfds_imagenet2012_prepares_from_tiny_official_archives(tmp_path):
   assert views.shape == (4, 1, 224, 224, 3) and mask.tolist() == [1, 1, 1, 0]
 
 
-def test_input_benchmark_prints_json():
-  import json
+def test_input_benchmark_reports_every_figure():
+  """What `benchmark --input_only` prints (its command line: the CIFAR
+  benchmark in tests/test_loop.py)."""
+  from resnet_jax.train import benchmark
 
-  from tests.helpers import run_cli
-
-  result = run_cli(
-    '-m',
-    'resnet_jax.benchmark',
-    '--config=configs/imagenet.py:resnet18',
-    '--input_only',
-    f'--config.data.image_folder={FOLDER}',
-    '--images=64',
-  )
-  assert result.returncode == 0, result.stderr[-2000:]
-  report = json.loads(result.stdout.strip().splitlines()[-1])
+  config = load_config('configs/imagenet.py:resnet18')
+  config.data.image_folder = str(FOLDER)
+  report = benchmark.input_report(config, 64)
   for key in (
     'input_images_per_sec_per_core',
     'bare_decode_images_per_sec_per_core',

@@ -99,7 +99,7 @@ def test_dry_run_prints_one_command_per_run_and_seed():
   lines = result.stdout.strip().splitlines()
   assert len(lines) == 2 * 9  # plain 20-56 and ResNet 20-110, two seeds
   assert lines[0].startswith(
-    'python train.py --config=configs/cifar10.py:plain20'
+    'python -m resnet_jax.train --config=configs/cifar10.py:plain20'
   )
   assert '--config.train.length=640' in lines[0]
   assert '--config.train.seed=1' in lines[1]

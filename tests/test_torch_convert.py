@@ -119,8 +119,8 @@ def test_same_logits_as_pytorch_on_real_images(arg):
 
 
 def test_convert_cli_import_evaluate_export(tmp_path):
-  """A .safetensors file in torchvision's layout -> a workdir that the
-  evaluate command reads -> the same tensors back out."""
+  """A .safetensors file in torchvision's layout -> (the convert command)
+  a workdir that evaluates -> the same tensors back out."""
   from safetensors.numpy import load_file
   from safetensors.numpy import save_file
 
@@ -145,34 +145,31 @@ def test_convert_cli_import_evaluate_export(tmp_path):
   )
   assert imported.returncode == 0, imported.stderr[-3000:]
   assert json.loads(imported.stdout.splitlines()[-1])['tensors'] == len(tensors)
+  # The rest in-process: what evaluate and convert --export call.
+  from resnet_jax.eval import saved_run
+  from resnet_jax.paper.reproduce import apply_overrides
+  from resnet_jax.run import saved
+  from resnet_jax.run import torchvision_io
+
   folder = tmp_path / 'images'
   folder.mkdir()
   (folder / 'val').symlink_to(REPO / 'data/imagenet-sample/train')
-  evaluated = run_cli(
-    '-m',
-    'resnet_jax.evaluate',
-    f'--workdir={workdir}',
-    f'--config.data.image_folder={folder}',
-    '--config.data.image_size=64',
-    '--config.data.eval_on=val',
-    '--config.train.eval_batch_size=8',
-  )
-  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-  assert json.loads(evaluated.stdout.splitlines()[-1])['num_examples'] == 40
-  again = run_cli(
-    '-m',
-    'resnet_jax.convert',
-    f'--torch_checkpoint={source}',
-    f'--workdir={workdir}',
-    *config,
-  )
-  assert again.returncode == 2 and 'already holds checkpoints' in again.stderr
+  overrides = [
+    f'data.image_folder={folder}',
+    'data.image_size=64',
+    'data.eval_on=val',
+    'train.eval_batch_size=8',
+  ]
+  config = apply_overrides(saved.saved_config(str(workdir)), overrides)
+  assert saved_run.evaluate_workdir(config, str(workdir))['num_examples'] == 40
+  again = load_config('configs/imagenet.py:resnet18,shortcut=B')
+  again.data.num_classes = 40
+  with pytest.raises(ConfigError, match='already holds checkpoints'):
+    torchvision_io.import_checkpoint(again, str(source), str(workdir))
   out = tmp_path / 'out.safetensors'
-  exported = run_cli(
-    '-m', 'resnet_jax.convert', f'--workdir={workdir}', f'--export={out}'
-  )
-  assert exported.returncode == 0, exported.stderr[-3000:]
-  normalise = json.loads(exported.stdout.splitlines()[-1])['normalize']
+  normalise = torchvision_io.export_checkpoint(str(workdir), str(out))[
+    'normalize'
+  ]
   np.testing.assert_allclose(normalise['mean'], torch_convert.TORCHVISION_MEAN)
   np.testing.assert_allclose(normalise['std'], torch_convert.TORCHVISION_STD)
   back = load_file(str(out))

@@ -21,9 +21,8 @@ OPTIONS = {
   'stride': resnet.STRIDES,
   'dtype': tuple(resnet.DTYPES),
 }
-REPO = os.path.dirname(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)
+PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(PACKAGE)  # a source checkout (not an installed copy)
 
 _NAME = re.compile(r'^(resnet|plain|resnext)(\d+)(?:_(\d+)x(\d+)d)?$')
 
@@ -117,13 +116,52 @@ def model_config(arg: str, family: str) -> config_dict.ConfigDict:
   return m
 
 
-def load(path_and_arg: str) -> config_dict.ConfigDict:
-  """'configs/FILE.py:ARG' -> the ConfigDict that --config= would load
-  (paths relative to the repository)."""
-  path, _, arg = path_and_arg.partition(':')
-  spec = importlib.util.spec_from_file_location(
-    'config_file', os.path.join(REPO, path)
+def _shipped(name: str) -> str:
+  """resnet_jax/NAME in an installed copy (where the wheel puts the
+  repository's configs/ and data/ samples), else the checkout's folder."""
+  installed = os.path.join(PACKAGE, name)
+  if os.path.isdir(installed):
+    return installed
+  return os.path.join(REPO, {'samples': 'data'}.get(name, name))
+
+
+def sample_dir(name: str) -> str:
+  """A bundled data sample ('cifar10-sample', 'imagenet-sample')."""
+  return os.path.join(_shipped('samples'), name)
+
+
+def config_file(path: str) -> str:
+  """A config file: `path` as given if it exists, else the built-in config
+  it names (quickstart, cifar10, cifar100, imagenet, finetune; also as
+  'cifar10.py' or 'configs/cifar10.py', from any folder)."""
+  if os.path.isfile(path):
+    return path
+  folder, base = os.path.split(path)
+  shipped = os.path.join(_shipped('configs'), base.removesuffix('.py') + '.py')
+  if folder in ('', 'configs') and os.path.isfile(shipped):
+    return shipped
+  return path
+
+
+def built_in_configs() -> list[str]:
+  return sorted(
+    f.removesuffix('.py')
+    for f in os.listdir(_shipped('configs'))
+    if f.endswith('.py') and not f.startswith('_')
   )
+
+
+def load(path_and_arg: str) -> config_dict.ConfigDict:
+  """'configs/FILE.py:ARG' or 'NAME:ARG' -> the ConfigDict that --config=
+  would load (config_file finds it)."""
+  path, _, arg = path_and_arg.partition(':')
+  file = config_file(path)
+  if not os.path.isfile(file):
+    raise ConfigError(
+      f'no config file {path!r}: give a path, or one of '
+      + ', '.join(built_in_configs())
+    )
+  spec = importlib.util.spec_from_file_location('config_file', file)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg) if arg else module.get_config()

@@ -82,8 +82,8 @@ def run_config(run: experiments.Run, seed: int, overrides, scale: float):
 
 
 def command(run, config, workdir: str) -> str:
-  """The train.py command line that trains this run: the config file and
-  every key whose value differs from the file's."""
+  """The command line that trains this run (from any folder): the config
+  and every key whose value differs from the file's."""
   base = resume.flatten(arguments.load(run.config).to_dict())
   changed = [
     f'--config.{k}={",".join(map(str, v)) if isinstance(v, tuple) else v}'
@@ -91,7 +91,7 @@ def command(run, config, workdir: str) -> str:
     if base.get(k) != v
   ]
   args = [f'--config={run.config}', *changed, f'--workdir={workdir}']
-  return ' '.join(['python train.py', *map(shlex.quote, args)])
+  return ' '.join(['python -m resnet_jax.train', *map(shlex.quote, args)])
 
 
 def _commit() -> str:
