@@ -113,8 +113,16 @@ def _config_files(argv):
   return out
 
 
+HELP = ('--help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
+
+
 def _parse_flags(argv):
   argv = _config_files(argv)
+  if any(arg in HELP for arg in argv[1:]):
+    try:
+      flags.FLAGS(argv)
+    except SystemExit:  # absl ends a help request with status 1
+      sys.exit(0)
   try:
     argv = flags.FLAGS(argv)
     if 'config' in flags.FLAGS and flags.FLAGS.config is not None:

@@ -18,6 +18,7 @@ import json
 import sys
 
 from absl import flags
+from ml_collections import config_dict
 from ml_collections import config_flags
 
 from resnet_jax import errors
@@ -51,11 +52,16 @@ def _workdir_from_argv(argv) -> str:
 
 def cli():
   """The command (its console script, and `python -m`)."""
-  try:
-    base = saved.saved_config(_workdir_from_argv(sys.argv))
-  except ConfigError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  if any(arg in errors.HELP for arg in sys.argv) and not any(
+    arg.startswith('--workdir') for arg in sys.argv
+  ):
+    base = config_dict.ConfigDict()  # help: the run's config is not known
+  else:
+    try:
+      base = saved.saved_config(_workdir_from_argv(sys.argv))
+    except ConfigError as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(2)
   config_flags.DEFINE_config_dict('config', base, 'Overrides of config.json.')
   # Defined here, not at import: other commands import this module.
   flags.DEFINE_string('workdir', None, "A training run's workdir.")

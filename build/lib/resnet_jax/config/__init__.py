@@ -1,0 +1,1 @@
+"""Config arguments and the valid range of every key."""

@@ -1,0 +1,1 @@
+"""The built-in config files (installed as resnet_jax.configs)."""

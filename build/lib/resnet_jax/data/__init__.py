@@ -1,0 +1,2 @@
+"""The input: CIFAR, image folders and tfds sets, their order, host and
+device augmentation."""

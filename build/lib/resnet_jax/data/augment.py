@@ -1,0 +1,106 @@
+"""Batches chosen and augmented on the device, inside the compiled step.
+
+The batch at a step is a pure function of (seed, step): epoch e visits the
+training set in the order of a permutation keyed by (seed, e), and each
+example's crop and flip are keyed by (seed, step, position in the global
+batch). A resumed run therefore sees exactly the batches of an
+uninterrupted one, whatever the number of devices.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PAD = 4  # section 4.2: 4 pixels padded on each side, then a 32x32 crop
+
+
+def normalise(images, pixel_mean):
+  """Images (uint8 or float, NHWC) -> float32 less the training mean: the
+  one place the input is normalised, in training, evaluation, prediction
+  and BN re-estimation. A per-pixel mean is resized for views larger
+  than the training crop (the multi-scale test); a per-channel one
+  (1, 1, 3) broadcasts. (model.input_scale then divides, in the model.)"""
+  h, w, c = images.shape[-3:]
+  pixel_mean = jnp.asarray(pixel_mean, jnp.float32)
+  if pixel_mean.ndim == 3 and pixel_mean.shape[:2] not in ((1, 1), (h, w)):
+    pixel_mean = jax.image.resize(pixel_mean, (h, w, c), 'bilinear')
+  return images.astype(jnp.float32) - pixel_mean
+
+
+def batch_indices(key, step, num_examples: int, global_batch: int, positions):
+  """Dataset indices of `positions` of the global batch at `step`.
+
+  Each epoch drops its last partial batch, so every batch is full.
+  """
+  steps_per_epoch = num_examples // global_batch
+  epoch, within = jnp.divmod(step, steps_per_epoch)
+  order = jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+  return order[within * global_batch + positions]
+
+
+def crop_and_flip(key, image):
+  """A random 32x32 crop of the zero-padded image, flipped half the time.
+
+  Padding after mean subtraction pads with the mean image, as the
+  authors' Caffe pipeline did.
+  """
+  crop_key, flip_key = jax.random.split(key)
+  h, w, c = image.shape
+  padded = jnp.pad(image, ((PAD, PAD), (PAD, PAD), (0, 0)))
+  dy, dx = jax.random.randint(crop_key, (2,), 0, 2 * PAD + 1)
+  image = jax.lax.dynamic_slice(padded, (dy, dx, 0), (h, w, c))
+  return jnp.where(jax.random.bernoulli(flip_key), image[:, ::-1], image)
+
+
+def train_batch(
+  images,
+  labels,
+  pixel_mean,
+  key,
+  step,
+  global_batch: int,
+  positions,
+  augment: bool = True,
+):
+  """The (float32, mean-subtracted, augmented) examples at `positions`."""
+  order_key, aug_key = jax.random.split(key)
+  idx = batch_indices(order_key, step, images.shape[0], global_batch, positions)
+  x = normalise(images[idx], pixel_mean)
+  if augment:
+    step_key = jax.random.fold_in(aug_key, step)
+    keys = jax.vmap(lambda p: jax.random.fold_in(step_key, p))(positions)
+    x = jax.vmap(crop_and_flip)(keys, x)
+  return x, labels[idx]
+
+
+# AlexNet's lighting noise (Krizhevsky et al. 2012), which the paper's
+# ImageNet training uses: eigenvalues and eigenvectors (columns) of the RGB
+# covariance of ImageNet pixels, on the 0-255 scale. NumPy, not jnp: a jnp
+# array at import would start XLA before jax.distributed.initialize().
+PCA_EIGVAL = np.array([55.46, 4.794, 1.148])
+PCA_EIGVEC = np.array(
+  [
+    [-0.5675, 0.7192, 0.4009],
+    [-0.5808, -0.0045, -0.8140],
+    [-0.5836, -0.6948, 0.4203],
+  ]
+)
+
+
+def pca_lighting(key, image, std: float = 0.1):
+  """Adds eigvec @ (alpha * eigval), alpha ~ N(0, std), to every pixel."""
+  alpha = std * jax.random.normal(key, (3,))
+  return image + PCA_EIGVEC @ (alpha * PCA_EIGVAL)
+
+
+def normalise_and_light(
+  images, pixel_mean, key, step, positions, lighting_std: float
+):
+  """uint8 host images -> float32, mean-subtracted, with lighting noise
+  keyed by (seed, step, position in the global batch)."""
+  x = normalise(images, pixel_mean)
+  if lighting_std:
+    step_key = jax.random.fold_in(key, step)
+    keys = jax.vmap(lambda p: jax.random.fold_in(step_key, p))(positions)
+    x = jax.vmap(lambda k, im: pca_lighting(k, im, lighting_std))(keys, x)
+  return x

@@ -1,0 +1,1 @@
+"""Evaluation: the eval steps, the protocols, BN re-estimation, prediction."""

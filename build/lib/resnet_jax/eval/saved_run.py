@@ -1,0 +1,41 @@
+"""Evaluating a run's newest finalised checkpoint with its own config (or
+overrides of it): what `python -m resnet_jax.evaluate` does."""
+
+import jax
+
+from resnet_jax import parallel
+from resnet_jax.config import ranges
+from resnet_jax.data import inputs
+from resnet_jax.eval import bn_stats
+from resnet_jax.eval import evaluator
+from resnet_jax.model import resnet
+from resnet_jax.run import saved
+
+
+def evaluate_workdir(
+  config, workdir: str, recompute_bn_batches: int = 0
+) -> dict:
+  """Metrics of the newest checkpoint in `workdir`, read-only (a run may
+  be training there): CIFAR on its eval split, image sets on val with
+  data.eval_protocol; first, with `recompute_bn_batches`, the BN
+  statistics re-estimated from that many training batches (which needs
+  the training data)."""
+  ranges.check(config)  # the overrides, too
+  model = resnet.build(config.model, config.data.num_classes)
+  evaluation = evaluator.build(config, model)
+  shape, mean_shape = saved.image_shapes(config)
+  mesh = parallel.make_mesh()
+  state = saved.restore(config, workdir, model, shape, mean_shape, mesh)
+  if recompute_bn_batches:
+    data = inputs.for_config(config, workdir)
+    if data.kind == 'host':  # each process on its own devices
+      state = parallel.localise(evaluation.mesh, state)
+    batches = bn_stats.training_batches(
+      config, data, state, recompute_bn_batches
+    )
+    state = bn_stats.recompute(state, model, batches)
+  result = evaluation(state)
+  if isinstance(evaluation, evaluator.ImageSetEvaluator):
+    result['protocol'] = config.data.eval_protocol
+  result['step'] = int(jax.device_get(state.step))
+  return result

@@ -1,0 +1,1 @@
+"""The networks: blocks, the ResNet family, counting, torchvision weights."""

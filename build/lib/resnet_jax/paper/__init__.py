@@ -1,0 +1,1 @@
+"""The paper's experiments: reproduce, results, plots, layer responses."""

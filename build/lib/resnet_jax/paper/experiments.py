@@ -1,0 +1,93 @@
+"""The paper's experiments as sets of training runs, for reproduce.py.
+
+Each run is a config file argument (what `train.py --config=` takes) and
+the paper's error for it (%, CIFAR-10 test or ImageNet 10-crop top-1
+validation), where the paper tabulates one.
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  name: str  # its workdir, under the experiment's
+  config: str  # configs/FILE.py:ARG
+  paper_error: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  description: str
+  runs: tuple[Run, ...]
+  # 'curves' (Figure 6's style) and 'responses' (Figure 7's: needs CIFAR).
+  plots: tuple[str, ...] = ('curves',)
+
+
+def _cifar(name, error=None):
+  return Run(name, f'configs/cifar10.py:{name}', error)
+
+
+def _imagenet(name, error=None):
+  return Run(
+    name.replace(',shortcut=', '_'), f'configs/imagenet.py:{name}', error
+  )
+
+
+# Table 6, section 4.2: test error (%) on CIFAR-10.
+TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
+_PLAIN_DEPTHS = (20, 32, 44, 56)  # Figure 6, left
+
+EXPERIMENTS = {
+  'cifar_table6': Experiment(
+    'CIFAR-10 ResNets of Table 6 (option A), 20 to 110 layers',
+    tuple(_cifar(f'resnet{d}', TABLE6[d]) for d in (20, 32, 44, 56, 110)),
+  ),
+  'cifar_table6_1202': Experiment(
+    "Table 6's ResNet-1202",
+    (_cifar('resnet1202', TABLE6[1202]),),
+  ),
+  'cifar_figure6': Experiment(
+    'Figure 6: plain nets (20-56) against ResNets (20-110) on CIFAR-10',
+    tuple(_cifar(f'plain{d}') for d in _PLAIN_DEPTHS)
+    + tuple(_cifar(f'resnet{d}', TABLE6[d]) for d in (20, 32, 44, 56, 110)),
+    plots=('curves', 'responses'),
+  ),
+  'cifar_figure7': Experiment(
+    "Figure 7: std of each layer's responses, plain and residual 20/56/110",
+    tuple(_cifar(f'plain{d}') for d in (20, 56))
+    + tuple(_cifar(f'resnet{d}', TABLE6[d]) for d in (20, 56, 110)),
+    plots=('curves', 'responses'),
+  ),
+  'cifar_shortcuts': Experiment(
+    'Shortcut options A/B/C on CIFAR-10 ResNet-20/56/110',
+    tuple(
+      Run(
+        f'resnet{d}_{s}',
+        f'configs/cifar10.py:resnet{d},shortcut={s}',
+        TABLE6[d] if s == 'A' else None,
+      )
+      for d in (20, 56, 110)
+      for s in 'ABC'
+    ),
+  ),
+  'imagenet_table2': Experiment(
+    'Table 2: plain against residual (A) 18 and 34 layers, ImageNet',
+    (
+      _imagenet('plain18', 27.94),
+      _imagenet('plain34', 28.54),
+      _imagenet('resnet18,shortcut=A', 27.88),
+      _imagenet('resnet34,shortcut=A', 25.03),
+    ),
+  ),
+  'imagenet_table3': Experiment(
+    'Table 3: shortcuts A/B/C on ResNet-34, and ResNet-50/101/152 (B)',
+    (
+      _imagenet('resnet34,shortcut=A', 25.03),
+      _imagenet('resnet34,shortcut=B', 24.52),
+      _imagenet('resnet34,shortcut=C', 24.19),
+      _imagenet('resnet50', 22.85),
+      _imagenet('resnet101', 21.75),
+      _imagenet('resnet152', 21.43),
+    ),
+  ),
+}

@@ -1,0 +1,264 @@
+"""One command per experiment of the paper: its runs per seed, each in its
+own workdir, finished ones skipped; the ledger, plots and responses."""
+
+import ast
+import csv
+import dataclasses
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+
+from resnet_jax.config import arguments
+from resnet_jax.errors import ConfigError
+from resnet_jax.model import counting
+from resnet_jax.model import resnet
+from resnet_jax.paper import experiments
+from resnet_jax.paper import plots
+from resnet_jax.paper import responses
+from resnet_jax.run import layout
+from resnet_jax.run import resume
+
+
+def apply_overrides(config, overrides):
+  """KEY=VALUE strings onto the config, each value parsed as a Python
+  literal where it is one (numbers, tuples, booleans), else a string."""
+  for item in overrides:
+    key, sep, text = item.partition('=')
+    if not sep:
+      raise ConfigError(f'--set={item}: expected KEY=VALUE')
+    *parents, leaf = key.split('.')
+    node = config
+    for name in parents:
+      if name not in node:
+        raise ConfigError(f'--set={item}: unknown config key {key!r}')
+      node = node[name]
+    if leaf not in node:
+      raise ConfigError(f'--set={item}: unknown config key {key!r}')
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      raise ConfigError(f'--set={item}: {e}') from e
+  return config
+
+
+def scale_durations(config, scale: float):
+  """Every duration times `scale`, in the config's own unit (steps are
+  rounded and kept at least 1)."""
+  if not 0 < scale <= 1:
+    raise ConfigError(f'--steps_scale={scale} must be in (0, 1]')
+  if scale == 1:
+    return config
+  t, o = config.train, config.optim
+
+  def scaled(value):
+    v = value * scale
+    return max(1, round(v)) if t.unit == 'steps' else v
+
+  t.length = scaled(t.length)
+  for key in ('log_every', 'eval_every', 'checkpoint_every'):
+    t[key] = scaled(t[key])
+  o.lr_boundaries = tuple(scaled(b) for b in o.lr_boundaries)
+  if o.warmup_steps:
+    o.warmup_steps = scaled(o.warmup_steps)
+  return config
+
+
+def run_config(run: experiments.Run, seed: int, overrides, scale: float):
+  config = arguments.load(run.config)
+  apply_overrides(config, overrides)
+  scale_durations(config, scale)
+  config.train.seed = seed
+  return config
+
+
+def command(run, config, workdir: str) -> str:
+  """The command line that trains this run (from any folder): the config
+  and every key whose value differs from the file's."""
+  base = resume.flatten(arguments.load(run.config).to_dict())
+  changed = [
+    f'--config.{k}={",".join(map(str, v)) if isinstance(v, tuple) else v}'
+    for k, v in resume.flatten(config.to_dict()).items()
+    if base.get(k) != v
+  ]
+  args = [f'--config={run.config}', *changed, f'--workdir={workdir}']
+  return ' '.join(['python -m resnet_jax.train', *map(shlex.quote, args)])
+
+
+def _commit() -> str:
+  try:
+    return subprocess.run(
+      ['git', 'rev-parse', '--short', 'HEAD'],
+      cwd=arguments.REPO,
+      capture_output=True,
+      text=True,
+      check=True,
+    ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def train_run(run, seed: int, config, workdir: str) -> dict:
+  """Trains (or resumes) one run; writes and returns its result.json."""
+  from resnet_jax.train import loop
+
+  start = time.time()
+  result = loop.train_and_evaluate(config, workdir)
+  if config.data.name == 'imagenet2012':  # the paper's test: 10 crops
+    from resnet_jax.eval import saved_run
+
+    config.data.eval_protocol = 'ten_crop'
+    result = saved_run.evaluate_workdir(config, workdir)
+  if 'top1_error' not in result:
+    raise ConfigError(
+      f'{run.name}: no evaluation result; set data.eval_on to a split'
+    )
+  record = dict(
+    run=run.name,
+    config=run.config,
+    seed=seed,
+    error=100 * result['top1_error'],
+    steps=result['step'],
+    wall_clock_s=time.time() - start,
+    device=jax.devices()[0].device_kind,
+    devices=jax.device_count(),
+    commit=_commit(),
+  )
+  with open(layout.path(workdir, layout.RESULT), 'w') as f:
+    json.dump(record, f, indent=1)
+  return record
+
+
+def ledger(experiment: experiments.Experiment, root: str, seeds: int) -> list:
+  """One row per run: its network, the paper's error and ours over the
+  seeds that have finished."""
+  rows = []
+  for run in experiment.runs:
+    done = []
+    for seed in range(seeds):
+      path = layout.path(root, run.name, f'seed{seed}', layout.RESULT)
+      if os.path.exists(path):
+        with open(path) as f:
+          done.append(json.load(f))
+    config = arguments.load(run.config)
+    model = resnet.build(config.model, config.data.num_classes)
+    errors_ = [r['error'] for r in done]
+    rows.append(
+      dict(
+        model=run.name,
+        shortcut=config.model.shortcut or 'none (plain)',
+        params=counting.count(model, config.data.image_size)['params'],
+        paper_error=run.paper_error,
+        error_mean=statistics.fmean(errors_) if errors_ else None,
+        error_std=statistics.stdev(errors_) if len(errors_) > 1 else None,
+        seeds=len(done),
+        steps=done[0]['steps'] if done else None,
+        wall_clock_s=sum(r['wall_clock_s'] for r in done) if done else None,
+        device=done[0]['device'] if done else None,
+        commit=done[0]['commit'] if done else None,
+      )
+    )
+  return rows
+
+
+def markdown(rows) -> str:
+  head = (
+    '| model | shortcut | params | paper error % | our error % | seeds '
+    '| steps | wall-clock | device | commit |\n'
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |'
+  )
+  lines = [head]
+  for r in rows:
+    ours = '' if r['error_mean'] is None else f'{r["error_mean"]:.2f}'
+    if r['error_std'] is not None:
+      ours += f' +- {r["error_std"]:.2f}'
+    paper = '' if r['paper_error'] is None else f'{r["paper_error"]:.2f}'
+    wall = '' if r['wall_clock_s'] is None else f'{r["wall_clock_s"]:.0f} s'
+    lines.append(
+      f'| {r["model"]} | {r["shortcut"]} | {r["params"]:,} | {paper} '
+      f'| {ours} | {r["seeds"]} | {r["steps"] or ""} | {wall} '
+      f'| {r["device"] or ""} | {r["commit"] or ""} |'
+    )
+  return '\n'.join(lines) + '\n'
+
+
+def write_ledger(rows, root: str):
+  with open(os.path.join(root, 'ledger.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  with open(os.path.join(root, 'ledger.md'), 'w') as f:
+    f.write(markdown(rows))
+
+
+def select(experiment, names):
+  """The experiment with only the named runs (all when `names` is empty),
+  in the experiment's order."""
+  if not names:
+    return experiment
+  known = [run.name for run in experiment.runs]
+  unknown = sorted(set(names) - set(known))
+  if unknown:
+    raise ConfigError(
+      f'--runs: {", ".join(unknown)} not in this experiment; its runs: '
+      + ', '.join(known)
+    )
+  return dataclasses.replace(
+    experiment, runs=tuple(r for r in experiment.runs if r.name in names)
+  )
+
+
+def plan_runs(experiment, root: str, seeds: int, overrides, scale: float):
+  """[(run, seed, config, workdir)]: every config built, and so checked,
+  before any run starts."""
+  return [
+    (
+      run,
+      seed,
+      run_config(run, seed, overrides, scale),
+      os.path.join(root, run.name, f'seed{seed}'),
+    )
+    for run in experiment.runs
+    for seed in range(seeds)
+  ]
+
+
+def run_plan(plan) -> list[str]:
+  """Trains the unfinished runs (resuming any with checkpoints); returns
+  the workdirs it trained."""
+  trained = []
+  for run, seed, config, workdir in plan:
+    if os.path.exists(layout.path(workdir, layout.RESULT)):
+      print(f'{run.name} seed {seed}: finished, skipped', file=sys.stderr)
+      continue
+    print(f'{run.name} seed {seed}: training in {workdir}', file=sys.stderr)
+    train_run(run, seed, config, workdir)
+    trained.append(workdir)
+  return trained
+
+
+def finish(experiment, root: str, seeds: int) -> list[dict]:
+  """After the runs: each finished CIFAR run's layer responses where the
+  experiment plots them (seed 0, once), the ledger, and the plots in
+  ROOT (curves.png, responses.png)."""
+  if 'responses' in experiment.plots:
+    for run in experiment.runs:
+      workdir = os.path.join(root, run.name, 'seed0')
+      finished = os.path.exists(layout.path(workdir, layout.RESULT))
+      if finished and not os.path.exists(os.path.join(workdir, responses.FILE)):
+        responses.workdir_responses(workdir)
+  rows = ledger(experiment, root, seeds)
+  write_ledger(rows, root)
+  for kind in experiment.plots:
+    draw = getattr(plots, kind)  # plots.curves, plots.responses
+    draw(experiment, root, seeds, os.path.join(root, f'{kind}.png'))
+  return rows

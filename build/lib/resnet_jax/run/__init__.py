@@ -1,0 +1,2 @@
+"""A run on disk: the workdir, checkpoints, resume, preemption, metrics,
+the lock."""

@@ -1,0 +1,81 @@
+"""Orbax checkpoints of the TrainState under WORKDIR/checkpoints."""
+
+import errno
+import os
+import shutil
+
+import jax
+import orbax.checkpoint as ocp
+
+from resnet_jax.errors import WriteFailed
+from resnet_jax.run import layout
+
+
+def manager(
+  workdir: str, keep: int, read_only: bool = False
+) -> ocp.CheckpointManager:
+  """The run's manager keeps the last `keep` checkpoints, saved
+  asynchronously (training goes on while the files are written), and
+  clears what a killed save left half-written: it holds the workdir
+  (run_lock). A reader's (evaluate, predict, a run being fine-tuned from)
+  changes nothing, so it may read while a run trains."""
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=None if read_only else keep,
+    enable_async_checkpointing=not read_only,
+    create=not read_only,
+    read_only=read_only,
+    cleanup_tmp_directories=not read_only,
+  )
+  return ocp.CheckpointManager(
+    layout.path(os.path.abspath(workdir), layout.CHECKPOINTS), options=options
+  )
+
+
+class Saver:
+  """Saves `state` as `step` (known on the host: no device sync) in the
+  background; the caller decides when (Orbax's own interval would also
+  save the first step it sees). A save that fails (a full disk) raises
+  errors.WriteFailed naming its checkpoint, at the next save or wait."""
+
+  def __init__(self, mgr: ocp.CheckpointManager):
+    self.manager = mgr
+    self._pending = None  # the step being written in the background
+
+  def _path(self, step: int) -> str:
+    return os.path.join(str(self.manager.directory), str(step))
+
+  def save(self, step: int, state):
+    self.wait()  # the previous save's failure is the previous one's
+    self._check_space(step, state)
+    try:
+      self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    except Exception as e:  # the write's own error, whatever its type
+      raise WriteFailed(self._path(step), 'saving a checkpoint', e) from e
+    self._pending = step
+
+  def _check_space(self, step: int, state):
+    """Refuses a save that cannot fit, before anything is written: a full
+    disk is found here, not half-way through Orbax's writes."""
+    needed = sum(x.nbytes for x in jax.tree.leaves(state))
+    directory = str(self.manager.directory)
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+      raise WriteFailed(
+        self._path(step),
+        'saving a checkpoint',
+        OSError(
+          errno.ENOSPC,
+          f'No space left on device: {free / 1e6:.1f} MB free, a checkpoint '
+          f'takes up to {needed / 1e6:.1f} MB',
+        ),
+      )
+
+  def wait(self, raise_errors: bool = True):
+    """Blocks until the background save is finalised."""
+    step, self._pending = self._pending, None
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:
+      if raise_errors:
+        path = self._path(step) if step is not None else 'a checkpoint'
+        raise WriteFailed(path, 'saving a checkpoint', e) from e

@@ -1,0 +1,33 @@
+"""What a workdir holds, and where: the one module that spells its paths.
+
+WORKDIR/config.json         the run's config (written whole, once the
+                            run can go on)
+WORKDIR/classes.json        the class names, where the data has them
+WORKDIR/train_files.txt.gz  an image folder's training files, as listed
+                            when the run started (read again on resume)
+WORKDIR/metrics.jsonl       one JSON object per training or eval event
+WORKDIR/tensorboard/        the same scalars as TensorBoard events
+WORKDIR/checkpoints/STEP/   Orbax checkpoints of the TrainState
+WORKDIR/lock                held by the run that trains there (lock.py)
+WORKDIR/result.json         a finished run of `reproduce`; responses.json
+                            its Figure 7 statistics; experiment.json (in
+                            an experiment's folder) the command
+"""
+
+import os
+
+CONFIG = 'config.json'
+CLASSES = 'classes.json'
+TRAIN_FILES = 'train_files.txt.gz'
+METRICS = 'metrics.jsonl'
+TENSORBOARD = 'tensorboard'
+CHECKPOINTS = 'checkpoints'
+LOCK = 'lock'
+RESULT = 'result.json'
+RESPONSES = 'responses.json'
+EXPERIMENT = 'experiment.json'
+
+
+def path(workdir: str, name: str, *more: str) -> str:
+  """WORKDIR/NAME[/MORE...], e.g. path(w, CHECKPOINTS, '40')."""
+  return os.path.join(workdir, name, *more)

@@ -1,0 +1,1 @@
+"""Training: the step, the optimizer, the loop, fine-tuning."""

@@ -1,0 +1,109 @@
+"""SGD with momentum and the paper's learning-rate schedules.
+
+Schedules are configured in the paper's units (iterations for CIFAR,
+epochs for ImageNet) and converted to optimizer steps here, in `to_steps`
+and nowhere else. Weight decay lives in the optimizer, never in the step.
+"""
+
+import flax
+import jax.numpy as jnp
+import optax
+
+from resnet_jax.errors import ConfigError
+
+
+def to_steps(value, unit: str, steps_per_epoch: int) -> int:
+  """A duration in the config's unit ('steps' or 'epochs') as steps."""
+  if unit == 'steps':
+    return int(value)
+  if unit == 'epochs':
+    return int(round(value * steps_per_epoch))
+  raise ConfigError(f'train.unit={unit!r} is not one of steps, epochs')
+
+
+def base_lr(optim_cfg, batch_size: int) -> float:
+  """The peak learning rate, scaled linearly with the batch if asked
+  (Goyal et al. 2017: lr proportional to batch size)."""
+  if optim_cfg.linear_scaling:
+    return optim_cfg.lr * batch_size / optim_cfg.base_batch_size
+  return optim_cfg.lr
+
+
+def schedule(config, steps_per_epoch: int) -> optax.Schedule:
+  """Learning rate at each step: warm-up, then step or cosine decay."""
+  o, unit = config.optim, config.train.unit
+  lr = base_lr(o, config.train.batch_size)
+  total = to_steps(config.train.length, unit, steps_per_epoch)
+  if o.schedule == 'step':
+    boundaries = [to_steps(b, unit, steps_per_epoch) for b in o.lr_boundaries]
+    main = optax.piecewise_constant_schedule(
+      lr, {b: o.lr_decay_factor for b in boundaries}
+    )
+  elif o.schedule == 'cosine':
+    main = optax.cosine_decay_schedule(lr, total)
+  else:
+    raise ConfigError(
+      f'optim.schedule={o.schedule!r} is not one of step, cosine'
+    )
+  warmup_steps = to_steps(o.warmup_steps, unit, steps_per_epoch)
+  if o.warmup not in ('constant', 'linear'):
+    raise ConfigError(
+      f'optim.warmup={o.warmup!r} is not one of constant, linear'
+    )
+  if not warmup_steps:
+    return main
+
+  def with_warmup(count):
+    if o.warmup == 'constant':  # ResNet-110: 0.01 until iteration 400
+      warm = jnp.full_like(count, o.warmup_lr, dtype=jnp.float32)
+    else:  # Goyal et al.: ramp linearly to the peak
+      warm = lr * (count + 1) / warmup_steps
+    return jnp.where(count < warmup_steps, warm, main(count))
+
+  return with_warmup
+
+
+def _decay_mask(params, which: str):
+  if which == 'all':  # the paper: weight decay 1e-4 on every parameter
+    return None
+  if which == 'kernels':  # conv and dense kernels only: no BN, no bias
+    flat = flax.traverse_util.flatten_dict(params)
+    return flax.traverse_util.unflatten_dict(
+      {k: k[-1] == 'kernel' for k in flat}
+    )
+  raise ConfigError(
+    f'optim.weight_decay_on={which!r} is not one of all, kernels'
+  )
+
+
+def optimizer(config, params, steps_per_epoch: int):
+  """(optax transform, schedule). L2 weight decay by default: the decay is
+  added to the gradient before momentum, as Caffe's SGD does; decoupled
+  decay (SGDW) adds it after momentum instead."""
+  o = config.optim
+  lr = schedule(config, steps_per_epoch)
+  decay = optax.add_decayed_weights(
+    o.weight_decay, _decay_mask(params, o.weight_decay_on)
+  )
+  momentum = optax.trace(decay=o.momentum, nesterov=o.nesterov)
+  steps = [momentum, decay] if o.decoupled_weight_decay else [decay, momentum]
+  tx = optax.chain(*steps, optax.scale_by_learning_rate(lr))
+  if 'finetune' in config:  # only the fine-tuning config has the section
+    tx = _head_and_backbone(tx, config.finetune, params)
+  return tx, lr
+
+
+def _head_and_backbone(tx, finetune, params):
+  """Fine-tuning's two parameter groups: the new head learns with `tx`;
+  the backbone with `tx` scaled by finetune.backbone_lr_scale ('full'),
+  or not at all ('linear_probe', which then keeps no momentum for it)."""
+  if finetune.mode == 'linear_probe':
+    backbone = optax.set_to_zero()
+  elif finetune.mode == 'full':  # (backbone_lr_scale > 0: config/ranges.py)
+    backbone = optax.chain(tx, optax.scale(finetune.backbone_lr_scale))
+  else:
+    raise ConfigError(
+      f'finetune.mode={finetune.mode!r} is not one of full, linear_probe'
+    )
+  labels = {k: 'head' if k == 'head' else 'backbone' for k in params}
+  return optax.multi_transform({'head': tx, 'backbone': backbone}, labels)
