@@ -16,6 +16,8 @@ from resnet_jax.errors import Stopped
 from resnet_jax.run import checkpoint
 from resnet_jax.run import resume
 from resnet_jax.train import loop
+from tests.helpers import REPO
+from tests.helpers import SAMPLE
 from tests.helpers import error_lines
 from tests.helpers import read_metrics
 from tests.helpers import run_cli
@@ -266,3 +268,29 @@ def test_unwritable_workdir(tmp_path):
   with pytest.raises(ConfigError, match='cannot write to --workdir'):
     loop.train_and_evaluate(config_for(), str(blocker / 'sub'))
   assert blocker.read_text() == 'not a folder'
+
+
+OLD_WORKDIR = REPO / 'tests' / 'data' / 'workdir_7f91617'
+
+
+def test_a_workdir_written_before_the_reorganisation_evaluates_and_resumes(
+  tmp_path,
+):
+  """tests/data/workdir_7f91617: the quickstart's ResNet-8 trained for 4
+  steps by commit 7f91617 (before the folders, the lock, the saved list
+  of files and model.bn_frozen). It evaluates to what it logged, and
+  resumes."""
+  from resnet_jax.eval import saved_run
+  from resnet_jax.run import saved
+
+  workdir = tmp_path / 'old'
+  shutil.copytree(OLD_WORKDIR, workdir)
+  logged = read_metrics(workdir, 'validation')[-1]
+  config = saved.saved_config(str(workdir))
+  config.data.local_dir = str(SAMPLE)  # it was trained from another checkout
+  result = saved_run.evaluate_workdir(config, str(workdir))
+  assert result['step'] == 4 and result['num_examples'] == 200
+  assert result['loss'] == pytest.approx(logged['loss'], rel=1e-3)
+  config = tiny_config(length=6, log_every=2, checkpoint_every=4, eval_every=4)
+  assert loop.train_and_evaluate(config, str(workdir))['step'] == 6
+  assert [r['step'] for r in read_metrics(workdir)] == [2, 4, 6]
