@@ -1,1 +1,0 @@
-"""Config arguments and the valid range of every key."""

@@ -1,1 +1,0 @@
-"""The built-in config files (installed as resnet_jax.configs)."""

@@ -1,2 +1,0 @@
-"""The input: CIFAR, image folders and tfds sets, their order, host and
-device augmentation."""

@@ -1,1 +1,0 @@
-"""Evaluation: the eval steps, the protocols, BN re-estimation, prediction."""

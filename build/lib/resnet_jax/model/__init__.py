@@ -1,1 +1,0 @@
-"""The networks: blocks, the ResNet family, counting, torchvision weights."""

@@ -1,1 +1,0 @@
-"""The paper's experiments: reproduce, results, plots, layer responses."""

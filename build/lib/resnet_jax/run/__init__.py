@@ -1,2 +1,0 @@
-"""A run on disk: the workdir, checkpoints, resume, preemption, metrics,
-the lock."""

@@ -1,1 +1,0 @@
-"""Training: the step, the optimizer, the loop, fine-tuning."""
