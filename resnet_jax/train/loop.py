@@ -268,7 +268,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   """Trains (resuming from WORKDIR/checkpoints if there are any), evaluates
   every `train.eval_every` and at the end; returns the final metrics.
 
-  Refuses a workdir that another run holds (run_lock). Stops with
+  Refuses a workdir that another run holds (run/lock.py). Stops with
   errors.Stopped on SIGTERM/SIGINT (after saving a checkpoint at the
   current step), on a non-finite loss or gradient (keeping the last good
   checkpoint), and on a failed write (errors.WriteFailed: a full disk).
