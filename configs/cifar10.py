@@ -55,6 +55,7 @@ def get_config(arg: str = 'resnet20') -> config_dict.ConfigDict:
   optim.warmup_lr = 0.01
   optim.linear_scaling = False  # lr *= batch_size / base_batch_size
   optim.base_batch_size = 128
+  arguments.add_refinements(config)
 
   config.train = train = config_dict.ConfigDict()
   train.unit = 'steps'  # of every duration below and in optim

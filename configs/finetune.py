@@ -98,6 +98,7 @@ def get_config(arg: str = 'resnet50,stride=v1.5') -> config_dict.ConfigDict:
   optim.warmup_lr = 0.0
   optim.linear_scaling = False
   optim.base_batch_size = 64
+  arguments.add_refinements(config)
 
   config.train = train = config_dict.ConfigDict()
   train.unit = 'epochs'

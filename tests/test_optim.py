@@ -104,3 +104,68 @@ def test_bad_values(key, value):
   config[section][name] = value
   with pytest.raises(ConfigError, match=name):
     optim.optimizer(config, {'w': jnp.ones(1)}, steps_per_epoch=10)
+
+
+# A two-layer example: a kernel and a bias, as the trust ratio sees them.
+PARAMS = {
+  'dense': {
+    'kernel': jnp.array([[3.0, 4.0], [0.0, 0.0]]),  # ||w|| = 5
+    'bias': jnp.array([1.0, -1.0]),
+  },
+}
+GRADS = {
+  'dense': {
+    'kernel': jnp.array([[0.5, 0.0], [0.0, 1.0]]),
+    'bias': jnp.array([0.25, 0.5]),
+  },
+}
+
+
+def one_update(name, **optim_keys):
+  config = load_config('configs/cifar10.py:resnet20')
+  config.optim.update(dict(optimizer=name, **optim_keys))
+  tx, lr = optim.optimizer(config, PARAMS, steps_per_epoch=390)
+  updates, _ = tx.update(GRADS, tx.init(PARAMS), PARAMS)
+  return jax.tree.map(np.asarray, updates), float(lr(0))
+
+
+def test_lars_scales_kernels_by_their_trust_ratio_and_leaves_biases():
+  updates, lr = one_update(
+    'lars', weight_decay=1e-2, lars_trust_coefficient=0.001
+  )
+  w, g = np.asarray(PARAMS['dense']['kernel']), GRADS['dense']['kernel']
+  decayed = g + 1e-2 * w
+  ratio = 0.001 * np.linalg.norm(w) / np.linalg.norm(decayed)
+  np.testing.assert_allclose(
+    updates['dense']['kernel'], -lr * ratio * decayed, rtol=1e-6
+  )
+  # Biases: neither decay nor trust ratio (the first momentum step is g).
+  np.testing.assert_allclose(
+    updates['dense']['bias'], -lr * GRADS['dense']['bias'], rtol=1e-6
+  )
+
+
+def test_adamw_first_step_is_the_sign_plus_decoupled_decay():
+  updates, lr = one_update('adamw', weight_decay=0.1, weight_decay_on='all')
+  for name in ('kernel', 'bias'):
+    w, g = np.asarray(PARAMS['dense'][name]), np.asarray(GRADS['dense'][name])
+    # Bias-corrected first moments: m = g, v = g^2.
+    expected = -lr * (g / (np.abs(g) + 1e-8) + 0.1 * w)
+    np.testing.assert_allclose(updates['dense'][name], expected, rtol=1e-5)
+
+
+def test_gradients_are_clipped_to_the_global_norm_first():
+  norm = float(optax.tree.norm(GRADS))
+  clipped, lr = one_update('sgd', clip_grad_norm=norm / 4, weight_decay=0.0)
+  plain, _ = one_update('sgd', weight_decay=0.0)
+  for name in ('kernel', 'bias'):
+    np.testing.assert_allclose(
+      clipped['dense'][name], plain['dense'][name] / 4, rtol=1e-6
+    )
+  unclipped, _ = one_update('sgd', clip_grad_norm=norm * 2, weight_decay=0.0)
+  jax.tree.map(np.testing.assert_array_equal, unclipped, plain)
+
+
+def test_unknown_optimizer_is_refused():
+  with pytest.raises(ConfigError, match="optim.optimizer='adam' is not one"):
+    one_update('adam')

@@ -116,6 +116,22 @@ def model_config(arg: str, family: str) -> config_dict.ConfigDict:
   return m
 
 
+def add_refinements(config) -> None:
+  """The refinements after the 2015 recipe ("Bag of Tricks", He et al.
+  2019; torchvision's and timm's training switches), each off by default
+  so that the paper's recipe is unchanged; every config file shares them.
+  """
+  o = config.optim
+  # 'sgd' (the paper), 'adamw' or 'lars' (MLPerf's, for large batches).
+  o.optimizer = 'sgd'
+  o.label_smoothing = 0.0  # e.g. 0.1: targets 1 - a + a/K and a/K
+  o.clip_grad_norm = config_dict.placeholder(float)  # global norm; None: off
+  o.adam_b1 = 0.9  # adamw only
+  o.adam_b2 = 0.999
+  o.adam_eps = 1e-8
+  o.lars_trust_coefficient = 0.001  # lars only
+
+
 def _shipped(name: str) -> str:
   """resnet_jax/NAME in an installed copy (where the wheel puts the
   repository's configs/ and data/ samples), else the checkout's folder."""

@@ -107,6 +107,12 @@ RANGES = {
   'optim.warmup_steps': NON_NEGATIVE,
   'optim.warmup_lr': NON_NEGATIVE,
   'optim.base_batch_size': COUNT,
+  'optim.label_smoothing': FRACTION,
+  'optim.clip_grad_norm': POSITIVE,  # or None: no clipping
+  'optim.adam_b1': FRACTION,
+  'optim.adam_b2': FRACTION,
+  'optim.adam_eps': POSITIVE,
+  'optim.lars_trust_coefficient': POSITIVE,
   # train (durations in train.unit)
   'train.length': POSITIVE,
   'train.batch_size': COUNT,
@@ -130,7 +136,7 @@ def check(config) -> None:
     if section not in config or name not in config[section]:
       continue  # a section or key this kind of config does not have
     value = config[section][name]
-    if value is None and key == 'data.num_classes':
-      continue  # fine-tuning's: required, and checked there
+    if value is None:
+      continue  # unset: off (clipping), or required and checked where used
     if not rule.holds(value):
       raise ConfigError(f'{key}={value!r} is out of range: must be {rule}')

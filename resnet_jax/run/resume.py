@@ -20,6 +20,13 @@ from resnet_jax.run import layout
 ADDED_KEYS = {  # flattened form
   'model.input_scale': (1.0, 1.0, 1.0),
   'model.bn_frozen': False,  # True for linear probes: added_keys
+  'optim.optimizer': 'sgd',
+  'optim.label_smoothing': 0.0,
+  'optim.clip_grad_norm': None,
+  'optim.adam_b1': 0.9,
+  'optim.adam_b2': 0.999,
+  'optim.adam_eps': 1e-8,
+  'optim.lars_trust_coefficient': 0.001,
   'data.train_split': 'train',
   'data.val_split': 'validation',
 }

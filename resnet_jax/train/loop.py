@@ -125,6 +125,7 @@ def train_fn(exp: Experiment, start_step: int, batches=None):
     lr_fn=exp.lr_fn,
     seed=t.seed,
     microbatches=t.microbatches,
+    label_smoothing=exp.config.optim.label_smoothing,
   )
   if exp.input.kind == 'device':
     arrays = parallel.replicate(mesh, exp.input.arrays)

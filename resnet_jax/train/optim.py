@@ -77,20 +77,66 @@ def _decay_mask(params, which: str):
 
 
 def optimizer(config, params, steps_per_epoch: int):
-  """(optax transform, schedule). L2 weight decay by default: the decay is
-  added to the gradient before momentum, as Caffe's SGD does; decoupled
-  decay (SGDW) adds it after momentum instead."""
+  """(optax transform, schedule). optim.optimizer: 'sgd' (the paper's),
+  'adamw' or 'lars'; gradients clipped to optim.clip_grad_norm first if
+  set."""
   o = config.optim
   lr = schedule(config, steps_per_epoch)
+  if o.optimizer not in OPTIMIZERS:
+    raise ConfigError(
+      f'optim.optimizer={o.optimizer!r} is not one of {", ".join(OPTIMIZERS)}'
+    )
+  tx = OPTIMIZERS[o.optimizer](o, lr, params)
+  if o.clip_grad_norm is not None:
+    tx = optax.chain(optax.clip_by_global_norm(o.clip_grad_norm), tx)
+  if 'finetune' in config:  # only the fine-tuning config has the section
+    tx = _head_and_backbone(tx, config.finetune, params)
+  return tx, lr
+
+
+def _sgd(o, lr, params):
+  """SGD with momentum. L2 weight decay by default: the decay is added to
+  the gradient before momentum, as Caffe's SGD does; decoupled decay
+  (SGDW) adds it after momentum instead."""
   decay = optax.add_decayed_weights(
     o.weight_decay, _decay_mask(params, o.weight_decay_on)
   )
   momentum = optax.trace(decay=o.momentum, nesterov=o.nesterov)
   steps = [momentum, decay] if o.decoupled_weight_decay else [decay, momentum]
-  tx = optax.chain(*steps, optax.scale_by_learning_rate(lr))
-  if 'finetune' in config:  # only the fine-tuning config has the section
-    tx = _head_and_backbone(tx, config.finetune, params)
-  return tx, lr
+  return optax.chain(*steps, optax.scale_by_learning_rate(lr))
+
+
+def _adamw(o, lr, params):
+  """AdamW (Loshchilov & Hutter 2019): Adam's update, the weight decay
+  added after it, both scaled by the learning rate."""
+  return optax.adamw(
+    lr,
+    b1=o.adam_b1,
+    b2=o.adam_b2,
+    eps=o.adam_eps,
+    weight_decay=o.weight_decay,
+    mask=_decay_mask(params, o.weight_decay_on),
+  )
+
+
+def _lars(o, lr, params):
+  """LARS (You et al. 2017) as MLPerf's ResNet-50 uses it for batches of
+  3,200 and more: each kernel's step scaled by its trust ratio,
+  coefficient * ||w|| / ||g + decay w||, with momentum; BN parameters
+  and biases take neither the weight decay nor the trust ratio."""
+  kernels = _decay_mask(params, 'kernels')
+  return optax.lars(
+    lr,
+    weight_decay=o.weight_decay,
+    weight_decay_mask=kernels,
+    trust_coefficient=o.lars_trust_coefficient,
+    trust_ratio_mask=kernels,
+    momentum=o.momentum,
+    nesterov=o.nesterov,
+  )
+
+
+OPTIMIZERS = {'sgd': _sgd, 'adamw': _adamw, 'lars': _lars}
 
 
 def _head_and_backbone(tx, finetune, params):

@@ -14,7 +14,7 @@ import optax
 
 from resnet_jax.data import augment
 from resnet_jax.parallel import AXIS
-from resnet_jax.train.losses import cross_entropy
+from resnet_jax.train import losses
 from resnet_jax.train.train_state import TrainState
 
 
@@ -28,6 +28,7 @@ def train_step(
   lr_fn,
   axis_name=None,
   microbatches: int = 1,
+  label_smoothing: float = 0.0,
 ):
   """One SGD step on a (per-device) batch; returns (state, metrics).
 
@@ -49,7 +50,7 @@ def train_step(
       train=True,
       mutable=['batch_stats'],
     )
-    loss = cross_entropy(logits, y).mean()
+    loss = losses.train_loss(logits, y, label_smoothing).mean()
     return loss, (logits, updates['batch_stats'])
 
   params = state.params
@@ -114,6 +115,7 @@ def sharded_train_step(
   augment_images: bool = True,
   num_steps: int = 1,
   microbatches: int = 1,
+  label_smoothing: float = 0.0,
 ):
   """Compiled step(state, images, labels) over the device-resident dataset:
   `num_steps` SGD steps in one call, returning the last one's metrics.
@@ -147,6 +149,7 @@ def sharded_train_step(
       lr_fn=lr_fn,
       axis_name=AXIS,
       microbatches=microbatches,
+      label_smoothing=label_smoothing,
     )
 
   def per_device(state, images, labels):
@@ -177,6 +180,7 @@ def sharded_batch_train_step(
   seed: int,
   lighting_std: float = 0.0,
   microbatches: int = 1,
+  label_smoothing: float = 0.0,
 ):
   """Compiled step(state, images, labels) on host-fed uint8 batches split
   over 'data' (streaming datasets such as ImageNet): normalised, and given
@@ -198,6 +202,7 @@ def sharded_batch_train_step(
       lr_fn=lr_fn,
       axis_name=AXIS,
       microbatches=microbatches,
+      label_smoothing=label_smoothing,
     )
 
   batch = P(AXIS)

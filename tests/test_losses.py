@@ -1,0 +1,35 @@
+"""The training loss: cross-entropy, with label smoothing as a switch."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from resnet_jax.train import losses
+
+LOGITS = jnp.array([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 3.0]])
+LABELS = jnp.array([0, 2])
+
+
+def test_no_smoothing_is_exactly_the_cross_entropy():
+  np.testing.assert_array_equal(
+    losses.train_loss(LOGITS, LABELS, 0.0),
+    losses.cross_entropy(LOGITS, LABELS),
+  )
+
+
+def test_smoothed_loss_against_its_formula():
+  a, k = 0.1, LOGITS.shape[1]
+  log_p = np.asarray(jax.nn.log_softmax(LOGITS))
+  # -sum_c q_c log p_c with q = 1 - a + a/K on the label, a/K elsewhere.
+  expected = [
+    -sum(
+      ((1 - a + a / k) if c == label else a / k) * log_p[i, c] for c in range(k)
+    )
+    for i, label in enumerate(np.asarray(LABELS))
+  ]
+  np.testing.assert_allclose(
+    losses.train_loss(LOGITS, LABELS, a), expected, rtol=1e-6
+  )
+  targets = np.asarray(losses.smooth(LABELS, k, a))
+  np.testing.assert_allclose(targets.sum(1), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(targets[0, 0], 1 - a + a / k, rtol=1e-6)
