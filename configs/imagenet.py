@@ -1,8 +1,9 @@
 """ImageNet networks and recipe of He et al. 2015, Table 1 and section 3.4.
 
 Argument: resnet18/34/50/101/152, plain18/34 or resnext50_32x4d, then options:
-shortcut=A|B|C|D, stride=v1|v1.5, block=standard|preact, dtype=..., and
-schedule=paper (600k iterations, 120 epochs, instead of 90).
+shortcut=A|B|C|D, stride=v1|v1.5, stem=standard|deep, block=standard|preact,
+dtype=..., and schedule=paper (600k iterations, 120 epochs, instead of 90).
+ResNet-50-D (He et al. 2019) is resnet50,stride=v1.5,stem=deep,shortcut=D.
 
   python -m resnet_jax.summary --config=configs/imagenet.py:resnet50
   python train.py --config=configs/imagenet.py:resnet34,shortcut=C \

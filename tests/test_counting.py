@@ -127,3 +127,42 @@ def test_stage_output_shapes_resnet50():
     ('stage4', [7, 7, 2048]),
     ('head', [1000]),
   ]
+
+
+def test_resnet50_d_deep_stem_counts_derived_from_its_layers():
+  """ResNet-50-D (He et al. 2019): v1.5 strides, shortcut D, the deep stem.
+  The stem's three 3x3 convs (3->32 stride 2, 32->32, 32->64) and their
+  BNs replace the 7x7 3->64 conv and its BN; D's average pool adds no
+  parameter and its 1x1 projection sees the pooled map, as B's strided
+  one sees the same positions."""
+  deep_params = 3 * 3 * (3 * 32 + 32 * 32 + 32 * 64) + 2 * (32 + 32 + 64)
+  standard_params = 7 * 7 * 3 * 64 + 2 * 64
+  v15 = counts('imagenet.py:resnet50,stride=v1.5')
+  d = counts('imagenet.py:resnet50,stride=v1.5,stem=deep,shortcut=D')
+  assert d['params'] == 25_557_032 - standard_params + deep_params
+  assert d['params'] == 25_576_264
+  pixels = 112 * 112  # every stem conv's output (the first is strided)
+  deep_macs = pixels * 3 * 3 * (3 * 32 + 32 * 32 + 32 * 64)
+  standard_macs = pixels * 7 * 7 * 3 * 64
+  assert d['macs'] == v15['macs'] - standard_macs + deep_macs
+  assert round(d['macs'] / 1e9, 1) == 4.3  # Bag of Tricks, Table 5
+
+
+def test_deep_stem_shapes_and_names():
+  import jax
+
+  from resnet_jax.model import resnet
+
+  config = load_config('configs/imagenet.py:resnet50,stem=deep')
+  model = resnet.build(config.model, 10)
+  shapes = jax.eval_shape(
+    model.init,
+    jax.random.key(0),
+    jax.ShapeDtypeStruct((2, 64, 64, 3), jax.numpy.float32),
+  )['params']
+  assert [shapes[f'conv_init{i}']['kernel'].shape for i in (1, 2, 3)] == [
+    (3, 3, 3, 32),
+    (3, 3, 32, 32),
+    (3, 3, 32, 64),
+  ]
+  assert 'conv_init' not in shapes and 'bn_init3' in shapes

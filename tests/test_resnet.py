@@ -1,5 +1,7 @@
 """Structure and behaviour of the networks."""
 
+import functools
+
 import flax
 import flax.linen as nn
 import jax
@@ -220,6 +222,13 @@ NAMED = {
   'Plain18': (resnet.Plain18, 64),
   'Plain34': (resnet.Plain34, 64),
   'ResNeXt50_32x4d': (resnet.ResNeXt50_32x4d, 64),
+  # He et al. 2019's ResNet-50-D: v1.5 strides, shortcut D, the deep stem.
+  'ResNet50_D': (
+    functools.partial(
+      resnet.ResNet50, stride_in='v1.5', shortcut='D', deep_stem=True
+    ),
+    64,
+  ),
 }
 
 
@@ -227,7 +236,7 @@ NAMED = {
 # in float32 and bfloat16, the ImageNet ones with one block a stage (the
 # same layers, a quarter of the dispatches); every named network's shapes
 # and dtypes are traced below without running it.
-RUN = ('Plain20', 'Plain18', 'ResNet50')
+RUN = ('Plain20', 'Plain18', 'ResNet50', 'ResNet50_D')
 BF16 = ('ResNet20', 'ResNeXt50_32x4d')
 
 

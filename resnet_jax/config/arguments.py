@@ -20,6 +20,7 @@ OPTIONS = {
   'block': resnet.BLOCK_STYLES,
   'stride': resnet.STRIDES,
   'dtype': tuple(resnet.DTYPES),
+  'stem': resnet.STEMS,
 }
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(PACKAGE)  # a source checkout (not an installed copy)
@@ -96,6 +97,9 @@ def model_config(arg: str, family: str) -> config_dict.ConfigDict:
   )
   m.block = options.get('block', 'standard')  # or 'preact' (He et al. 2016)
   m.stride = options.get('stride', 'v1')  # bottleneck stride: 'v1' / 'v1.5'
+  # ImageNet stem: 'standard' (7x7, the paper) or 'deep' (ResNet-C's three
+  # 3x3 convs); ResNet-50-D is resnet50,stride=v1.5,stem=deep,shortcut=D.
+  m.stem = options.get('stem', 'standard')
   m.cardinality = parts['cardinality']  # ResNeXt groups in the 3x3 conv
   m.base_width = parts['base_width']  # ResNeXt width per group
   m.init = 'fan_in'  # He-normal fan: 'fan_in' (Caffe's MSRA) or 'fan_out'

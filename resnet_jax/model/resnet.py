@@ -34,6 +34,7 @@ IMAGENET_STAGES = {  # Table 1: depth -> (bottleneck?, blocks per stage)
 INIT_MODES = ('fan_in', 'fan_out')
 BLOCK_STYLES = ('standard', 'preact')
 STRIDES = ('v1', 'v1.5')
+STEMS = ('standard', 'deep')  # ImageNet: the 7x7, or ResNet-C's 3x3s
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
@@ -66,6 +67,9 @@ class ResNet(nn.Module):
   num_classes: int
   shortcut: str | None  # 'A' / 'B' / 'C' / 'D'; None: a plain net
   stride_in: str = 'v1'  # bottlenecks only: 'v1' (paper) or 'v1.5'
+  # ImageNet stems only: three 3x3 convs (stem_width/2, /2, stem_width; the
+  # first stride 2) instead of the 7x7, ResNet-C of He et al. 2019.
+  deep_stem: bool = False
   cardinality: int = 1  # bottlenecks only: ResNeXt groups
   base_width: int = 64  # bottlenecks only: ResNeXt width per group
   zero_init_last_bn: bool = False
@@ -108,6 +112,14 @@ class ResNet(nn.Module):
       x = conv(self.stem_width, (3, 3), name='conv_init')(x)
       if not preact:  # a pre-activation first block normalises it itself
         x = nn.relu(norm(name='bn_init')(x))
+    elif self.deep_stem:
+      half = self.stem_width // 2
+      for i, (width, stride) in enumerate(
+        ((half, 2), (half, 1), (self.stem_width, 1)), start=1
+      ):
+        x = conv(width, (3, 3), stride, name=f'conv_init{i}')(x)
+        x = nn.relu(norm(name=f'bn_init{i}')(x))
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     else:
       x = conv(self.stem_width, (7, 7), 2, name='conv_init')(x)
       x = nn.relu(norm(name='bn_init')(x))
@@ -227,6 +239,7 @@ def build(model_cfg, num_classes: int) -> ResNet:
   _choice('family', m.family, ('cifar', 'imagenet'))
   _choice('block', m.block, BLOCK_STYLES)
   _choice('stride', m.stride, STRIDES)
+  _choice('stem', m.stem, STEMS)
   _choice('init', m.init, INIT_MODES)
   _choice('dtype', m.dtype, tuple(DTYPES))
   if m.residual:
@@ -237,6 +250,10 @@ def build(model_cfg, num_classes: int) -> ResNet:
       'nets have no shortcut (leave it None)'
     )
   preact = m.block == 'preact'
+  if m.stem == 'deep' and m.family == 'cifar':
+    raise ConfigError(
+      "model.stem='deep' is an ImageNet stem; CIFAR nets have one 3x3 conv"
+    )
   net = cifar_net if m.family == 'cifar' else imagenet_net
   network = net(m.depth, m.residual)  # the paper's, then the options
   bottleneck = network.keywords['block_cls'] is blocks.BottleneckBlock
@@ -266,6 +283,7 @@ def build(model_cfg, num_classes: int) -> ResNet:
     dtype=DTYPES[m.dtype],
     remat=m.remat,
     bn_frozen=m.bn_frozen,
+    deep_stem=m.stem == 'deep',
     input_scale=tuple(float(v) for v in m.input_scale),
   )
   return network(**kwargs)

@@ -40,7 +40,9 @@ _IGNORED = 'num_batches_tracked'
 def check_config(model_cfg):
   """Refuses model configs torchvision's layout cannot hold."""
   m = model_cfg
-  wanted = dict(family='imagenet', block='standard', shortcut='B')
+  wanted = dict(
+    family='imagenet', block='standard', shortcut='B', stem='standard'
+  )
   if m.family == 'imagenet' and m.depth >= 50:  # bottlenecks: v1 or v1.5
     wanted['stride'] = 'v1.5'
   wrong = {k: m[k] for k, v in wanted.items() if m[k] != v}

@@ -20,6 +20,7 @@ from resnet_jax.run import layout
 ADDED_KEYS = {  # flattened form
   'model.input_scale': (1.0, 1.0, 1.0),
   'model.bn_frozen': False,  # True for linear probes: added_keys
+  'model.stem': 'standard',
   'optim.optimizer': 'sgd',
   'optim.label_smoothing': 0.0,
   'optim.clip_grad_norm': None,

@@ -27,6 +27,7 @@ ARCHITECTURE = (
   'shortcut',
   'block',
   'stride',
+  'stem',
   'cardinality',
   'base_width',
   'bn_epsilon',
@@ -86,7 +87,7 @@ def config_arg(m) -> str:
   default = arguments.model_config(name, family=m.family)
   options = [
     f'{key}={m[key]}'
-    for key in ('shortcut', 'block', 'stride')
+    for key in ('shortcut', 'block', 'stride', 'stem')
     if m[key] != default[key]
   ]
   if m.family != 'imagenet':
