@@ -98,7 +98,6 @@ def get_config(arg: str = 'resnet50,stride=v1.5') -> config_dict.ConfigDict:
   optim.warmup_lr = 0.0
   optim.linear_scaling = False
   optim.base_batch_size = 64
-  arguments.add_refinements(config)
 
   config.train = train = config_dict.ConfigDict()
   train.unit = 'epochs'
@@ -113,4 +112,5 @@ def get_config(arg: str = 'resnet50,stride=v1.5') -> config_dict.ConfigDict:
   train.keep_checkpoints = 2
   train.microbatches = 1
   train.steps_per_dispatch = 1
+  arguments.add_refinements(config)  # every switch after 2015, off
   return config

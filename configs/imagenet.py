@@ -85,7 +85,6 @@ def get_config(arg: str = 'resnet50') -> config_dict.ConfigDict:
   optim.warmup_lr = 0.01
   optim.linear_scaling = False  # lr *= batch_size / base_batch_size
   optim.base_batch_size = 256
-  arguments.add_refinements(config)
 
   config.train = train = config_dict.ConfigDict()
   train.unit = 'epochs'  # of every duration below and in optim
@@ -103,4 +102,5 @@ def get_config(arg: str = 'resnet50') -> config_dict.ConfigDict:
   # devices (README). For a batch-256 recipe on one small GPU.
   train.microbatches = 1
   train.steps_per_dispatch = 1  # >1 only for device-resident data
+  arguments.add_refinements(config)  # every switch after 2015, off
   return config

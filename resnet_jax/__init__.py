@@ -120,13 +120,14 @@ class Run:
     )
 
 
-def load_run(workdir: str) -> Run:
+def load_run(workdir: str, weights: str = 'raw') -> Run:
   """The network, variables and training mean of the newest checkpoint of
-  `workdir` (a run trained here, imported or fine-tuned), read-only."""
+  `workdir` (a run trained here, imported or fine-tuned), read-only; its
+  raw weights or 'ema', their moving average (train.ema_decay)."""
   from resnet_jax.eval import predict as prediction
   from resnet_jax.run import saved
 
-  config, model, state = saved.load(workdir)
+  config, model, state = saved.load(workdir, weights=weights)
   return Run(
     config=config,
     model=model,
@@ -136,9 +137,11 @@ def load_run(workdir: str) -> Run:
   )
 
 
-def predict_files(workdir: str, files, batch_size: int = 64) -> list[dict]:
+def predict_files(
+  workdir: str, files, batch_size: int = 64, weights: str = 'raw'
+) -> list[dict]:
   """Top-5 predictions, one dict per image file (or logits per image of
   a prepared .npy batch), as the predict command prints them."""
   from resnet_jax.eval import predict as prediction
 
-  return prediction.predict(workdir, files, batch_size)
+  return prediction.predict(workdir, files, batch_size, weights)

@@ -36,7 +36,7 @@ def main(argv):
       raise ConfigError(
         'give --torch_checkpoint (import) or --export, not both'
       )
-    result = export_checkpoint(FLAGS.workdir, FLAGS.export)
+    result = export_checkpoint(FLAGS.workdir, FLAGS.export, FLAGS.weights)
   else:
     if not FLAGS.torch_checkpoint or FLAGS.config is None:
       raise ConfigError(
@@ -58,6 +58,9 @@ def cli():
   )
   flags.DEFINE_string(
     'export', None, 'Write the workdir as FILE (.safetensors or .pth).'
+  )
+  flags.DEFINE_string(
+    'weights', 'raw', "Export: 'raw' or 'ema' (the weights' moving average)."
   )
   errors.run(main)
 

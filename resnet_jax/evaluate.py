@@ -34,7 +34,10 @@ def main(argv):
   config = flags.FLAGS.config
   loop.initialize_distributed()
   result = evaluate_workdir(
-    config, flags.FLAGS.workdir, flags.FLAGS.recompute_bn_batches
+    config,
+    flags.FLAGS.workdir,
+    flags.FLAGS.recompute_bn_batches,
+    flags.FLAGS.weights,
   )
   print(json.dumps(result, sort_keys=True))
 
@@ -71,6 +74,12 @@ def cli():
     'Re-estimate BN statistics as the average over this many training '
     'batches before testing (needs the training data); 0 keeps the moving '
     'averages.',
+  )
+  flags.DEFINE_string(
+    'weights',
+    'raw',
+    "'raw': the weights as trained; 'ema': their moving average (runs "
+    'with train.ema_decay).',
   )
   errors.run(main)
 

@@ -25,7 +25,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  for record in predict(FLAGS.workdir, argv[1:], FLAGS.batch_size):
+  for record in predict(
+    FLAGS.workdir, argv[1:], FLAGS.batch_size, FLAGS.weights
+  ):
     print(json.dumps(record))
 
 
@@ -33,6 +35,9 @@ def cli():
   """The command (its console script, and `python -m`)."""
   flags.DEFINE_string('workdir', None, 'A run directory (train or convert).')
   flags.DEFINE_integer('batch_size', 64, 'Images per forward pass.')
+  flags.DEFINE_string(
+    'weights', 'raw', "'raw' or 'ema' (the weights' moving average)."
+  )
   flags.mark_flag_as_required('workdir')
   errors.run(main)
 

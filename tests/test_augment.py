@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from resnet_jax.data import augment
 
@@ -80,3 +81,72 @@ def test_pca_lighting_shifts_each_image_by_one_colour():
   assert np.abs(alpha).max() < 0.5  # std 0.1: within 5 sigma
   off = augment.normalise_and_light(images, 0.0, key, 3, jnp.arange(4), 0.0)
   np.testing.assert_array_equal(off, images)
+
+
+BOTH = augment.Mixing(mixup_alpha=0.4, cutmix_alpha=1.0, prob=0.75)
+
+
+def _mix(n, size, mixing, step=3, positions=None):
+  images = jax.random.normal(jax.random.key(2), (n, size, size, 3))
+  labels = jnp.arange(n, dtype=jnp.int32) % 10
+  positions = jnp.arange(n) if positions is None else positions
+  mixed, targets = jax.jit(augment.mix, static_argnums=5)(
+    jax.random.key(5), step, positions, images, labels, mixing
+  )
+  return (np.asarray(images), np.asarray(labels), np.asarray(mixed), targets)
+
+
+def test_mixup_and_cutmix_pairs_areas_and_weights_against_direct_computation():
+  n, size = 512, 12
+  x, y, out, t = _mix(n, size, BOTH)
+  weight = np.asarray(t.weight)
+  np.testing.assert_array_equal(t.labels, y)
+  np.testing.assert_array_equal(t.partners, y[::-1])  # the mirrored example
+  kinds = []
+  for i in range(n):
+    own, partner = x[i], x[n - 1 - i]
+    changed = np.any(out[i] != own, axis=-1)  # (size, size)
+    if not changed.any():
+      assert weight[i] == 1.0
+      kinds.append('none')
+    elif changed.all() and np.allclose(
+      out[i], weight[i] * own + (1 - weight[i]) * partner, atol=1e-6
+    ):
+      assert 0 < weight[i] < 1
+      kinds.append('mixup')
+    else:  # CutMix: a rectangle of the partner, the weight its complement
+      rows, cols = np.nonzero(changed)
+      box = np.zeros_like(changed)
+      box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
+      np.testing.assert_array_equal(changed, box)
+      np.testing.assert_array_equal(out[i][box], partner[box])
+      np.testing.assert_array_equal(out[i][~box], own[~box])
+      assert weight[i] == pytest.approx(1 - box.sum() / size**2, rel=1e-6)
+      kinds.append('cutmix')
+  counts = {k: kinds.count(k) for k in ('none', 'mixup', 'cutmix')}
+  # mix_prob 0.75 (an empty CutMix box also leaves an example as it was),
+  # then CutMix at switch_prob 0.5.
+  assert abs(counts['none'] / n - 0.25) < 0.06, counts
+  assert abs(counts['cutmix'] / (n - counts['none']) - 0.5) < 0.08, counts
+
+
+def test_mixup_rate_and_weights_follow_the_config():
+  n = 2048
+  _, _, _, t = _mix(n, 4, augment.Mixing(mixup_alpha=0.4, prob=0.75))
+  weight = np.asarray(t.weight)
+  mixed = weight < 1
+  assert abs(mixed.mean() - 0.75) < 0.04  # mix_prob
+  # Beta(a, a) is symmetric: mean weight 1/2 among the mixed.
+  assert abs(weight[mixed].mean() - 0.5) < 0.03
+  _, _, out, t = _mix(64, 4, augment.Mixing(mixup_alpha=0.2, prob=0.0))
+  assert (np.asarray(t.weight) == 1).all()
+
+
+def test_mixing_draws_depend_on_seed_step_and_position_only():
+  _, _, _, whole = _mix(16, 8, BOTH)
+  # The second half of the same global batch, on a device of its own:
+  # other partners, the same draws (kind, weight, box).
+  _, _, _, half = _mix(8, 8, BOTH, positions=jnp.arange(8, 16))
+  np.testing.assert_array_equal(whole.weight[8:], half.weight)
+  _, _, _, later = _mix(16, 8, BOTH, step=4)
+  assert not np.array_equal(whole.weight, later.weight)  # new step, new draws

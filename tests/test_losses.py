@@ -33,3 +33,24 @@ def test_smoothed_loss_against_its_formula():
   targets = np.asarray(losses.smooth(LABELS, k, a))
   np.testing.assert_allclose(targets.sum(1), 1.0, rtol=1e-6)
   np.testing.assert_allclose(targets[0, 0], 1 - a + a / k, rtol=1e-6)
+
+
+def test_mixed_labels_loss_is_the_cross_entropy_of_mixed_smoothed_targets():
+  a, k = 0.1, LOGITS.shape[1]
+  weight = jnp.array([0.3, 1.0])
+  mixed = losses.MixedLabels(LABELS, jnp.array([1, 3]), weight)
+  targets = np.asarray(weight)[:, None] * np.asarray(
+    losses.smooth(LABELS, k, a)
+  ) + (1 - np.asarray(weight))[:, None] * np.asarray(
+    losses.smooth(jnp.array([1, 3]), k, a)
+  )
+  log_p = np.asarray(jax.nn.log_softmax(LOGITS))
+  np.testing.assert_allclose(
+    losses.train_loss(LOGITS, mixed, a), -(targets * log_p).sum(1), rtol=1e-6
+  )
+  # A weight of 1 is the example's own loss.
+  np.testing.assert_allclose(
+    losses.train_loss(LOGITS, mixed, a)[1],
+    losses.train_loss(LOGITS, LABELS, a)[1],
+    rtol=1e-6,
+  )

@@ -77,6 +77,10 @@ def cifar():
     ('model.input_scale', (1.0, 1.0), '3 numbers > 0'),
     ('data.num_classes', 1, 'an integer >= 2'),
     ('data.validation_size', -5, 'an integer >= 0'),
+    ('data.mixup_alpha', -0.2, 'a number >= 0'),
+    ('data.mix_prob', 1.5, 'a number in [0, 1]'),
+    ('train.ema_decay', 1.0, 'a number in [0, 1)'),
+    ('train.profile_steps', (5, 5), '2 integers >= 0, strictly increasing'),
   ],
 )
 def test_out_of_range_values_are_refused_naming_key_value_range(

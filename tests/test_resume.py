@@ -13,8 +13,11 @@ import pytest
 
 from resnet_jax.errors import ConfigError
 from resnet_jax.errors import Stopped
+from resnet_jax.eval import predict
+from resnet_jax.eval import saved_run
 from resnet_jax.run import checkpoint
 from resnet_jax.run import resume
+from resnet_jax.run import saved
 from resnet_jax.train import loop
 from tests.helpers import REPO
 from tests.helpers import SAMPLE
@@ -294,3 +297,51 @@ def test_a_workdir_written_before_the_reorganisation_evaluates_and_resumes(
   config = tiny_config(length=6, log_every=2, checkpoint_every=4, eval_every=4)
   assert loop.train_and_evaluate(config, str(workdir))['step'] == 6
   assert [r['step'] for r in read_metrics(workdir)] == [2, 4, 6]
+
+
+def _every_switch(length, **train):
+  """The tiny run with every refinement on at once."""
+  config = config_for(length=length, checkpoint_every=3, **train)
+  config.data.update(mixup_alpha=0.2, cutmix_alpha=1.0, mix_prob=0.8)
+  config.optim.update(label_smoothing=0.1, optimizer='lars', clip_grad_norm=1.0)
+  config.model.update(shortcut='D', zero_init_residual=True)
+  config.train.update(ema_decay=0.9, ema_warmup=True)
+  return config
+
+
+def test_every_switch_on_resumes_bit_identical_and_a_trace_changes_nothing(
+  tmp_path,
+):
+  traced, resumed = tmp_path / 'traced', tmp_path / 'resumed'
+  # Uninterrupted, tracing steps 2-3 for the profiler.
+  whole = loop.train_and_evaluate(
+    _every_switch(6, profile_steps=(1, 3)), str(traced)
+  )
+  loop.train_and_evaluate(_every_switch(3), str(resumed))  # stops at 3
+  again = loop.train_and_evaluate(_every_switch(6), str(resumed))
+  timing = 'steady_images_per_sec'
+  assert {k: v for k, v in whole.items() if k != timing} == {
+    k: v for k, v in again.items() if k != timing
+  }
+  assert 'ema' in whole
+  a, b = (final_state(w, _every_switch(6)) for w in (traced, resumed))
+  assert int(a.step) == 6
+  jax.tree.map(np.testing.assert_array_equal, a, b)  # bit-identical
+  assert losses(traced) == losses(resumed)
+  profile = list((traced / 'tensorboard' / 'plugins' / 'profile').glob('*'))
+  assert len(profile) == 1
+  names = {p.name for p in profile[0].iterdir()}
+  assert any(n.endswith('.xplane.pb') for n in names), names
+  assert 'perfetto_trace.json.gz' in names
+  assert not (resumed / 'tensorboard' / 'plugins').exists()
+  # The average is what evaluate and predict give with --weights=ema.
+  config = saved.saved_config(str(resumed))
+  for weights in ('raw', 'ema'):
+    result = saved_run.evaluate_workdir(config, str(resumed), weights=weights)
+    logged = whole if weights == 'raw' else whole['ema']
+    assert result['loss'] == pytest.approx(logged['loss'], rel=1e-6)
+  image = str(next((REPO / 'data' / 'imagenet-sample').glob('train/*/*')))
+  raw, ema = (
+    predict.predict(str(resumed), [image], weights=w)[0] for w in ('raw', 'ema')
+  )
+  assert raw['probabilities'] != ema['probabilities']

@@ -123,7 +123,8 @@ def model_config(arg: str, family: str) -> config_dict.ConfigDict:
 def add_refinements(config) -> None:
   """The refinements after the 2015 recipe ("Bag of Tricks", He et al.
   2019; torchvision's and timm's training switches), each off by default
-  so that the paper's recipe is unchanged; every config file shares them.
+  so that the paper's recipe is unchanged; every config file calls this
+  last, once its sections exist.
   """
   o = config.optim
   # 'sgd' (the paper), 'adamw' or 'lars' (MLPerf's, for large batches).
@@ -134,6 +135,31 @@ def add_refinements(config) -> None:
   o.adam_b2 = 0.999
   o.adam_eps = 1e-8
   o.lars_trust_coefficient = 0.001  # lars only
+
+  d = config.data
+  # Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019), on the device:
+  # each example mixed with the one at the mirrored place of its device's
+  # batch, its weight from Beta(alpha, alpha); alpha 0 turns either off.
+  d.mixup_alpha = 0.0  # e.g. 0.2 (Bag of Tricks), 0.8 (timm)
+  d.cutmix_alpha = 0.0  # e.g. 1.0
+  d.mix_prob = 1.0  # the chance that an example is mixed at all
+  d.mix_switch_prob = 0.5  # with both alphas: the chance of CutMix
+  if 'image_folder' in d:  # image sets: on the host, after the crop
+    # None, 'rand' (RandAugment, Cubuk et al. 2020) or 'trivial'
+    # (TrivialAugment wide, Mueller & Hutter 2021).
+    d.auto_augment = config_dict.placeholder(str)
+    d.rand_augment_ops = 2  # 'rand': operations per image
+    d.rand_augment_magnitude = 9  # 'rand': strength, 0-30
+    d.random_erasing = 0.0  # chance of erasing a box (Zhong et al. 2020)
+
+  t = config.train
+  # An exponential moving average of the weights and BN statistics, kept
+  # in the checkpoint and evaluated beside them; None: off; e.g. 0.9999.
+  t.ema_decay = config_dict.placeholder(float)
+  t.ema_warmup = False  # True: decay min(ema_decay, (1 + n) / (10 + n))
+  # A profiler trace of these steps, (first, end): e.g. (10, 13) traces
+  # steps 11-13, into WORKDIR/tensorboard/plugins/profile; None: off.
+  t.profile_steps = config_dict.placeholder(tuple)
 
 
 def _shipped(name: str) -> str:

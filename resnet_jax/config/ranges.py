@@ -80,6 +80,7 @@ POSITIVE = Range(0, low_open=True)
 NON_NEGATIVE = Range(0)
 COUNT = Range(1, integer=True)  # a size, a number of steps or of things
 FRACTION = Range(0, 1, high_open=True)  # momenta: 1 would never forget
+PROBABILITY = Range(0, 1)
 
 RANGES = {
   # model
@@ -98,6 +99,13 @@ RANGES = {
   'data.mean_images': Range(0, integer=True),  # 0: unused (fine-tuning)
   'data.shuffle_buffer': COUNT,
   'data.eval_scales': Each(Range(8, integer=True)),
+  'data.mixup_alpha': NON_NEGATIVE,  # 0: off
+  'data.cutmix_alpha': NON_NEGATIVE,
+  'data.mix_prob': PROBABILITY,
+  'data.mix_switch_prob': PROBABILITY,
+  'data.rand_augment_ops': COUNT,
+  'data.rand_augment_magnitude': Range(0, 30, integer=True),
+  'data.random_erasing': PROBABILITY,
   # optim
   'optim.lr': POSITIVE,
   'optim.momentum': FRACTION,
@@ -124,6 +132,10 @@ RANGES = {
   'train.keep_checkpoints': COUNT,
   'train.microbatches': COUNT,
   'train.steps_per_dispatch': COUNT,
+  'train.ema_decay': FRACTION,  # or None: no average
+  'train.profile_steps': Each(
+    Range(0, integer=True), length=2, increasing=True
+  ),
   # finetune
   'finetune.backbone_lr_scale': POSITIVE,
 }

@@ -7,9 +7,13 @@ batch). A resumed run therefore sees exactly the batches of an
 uninterrupted one, whatever the number of devices.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from resnet_jax.train.losses import MixedLabels
 
 PAD = 4  # section 4.2: 4 pixels padded on each side, then a 32x32 crop
 
@@ -104,3 +108,91 @@ def normalise_and_light(
     keys = jax.vmap(lambda p: jax.random.fold_in(step_key, p))(positions)
     x = jax.vmap(lambda k, im: pca_lighting(k, im, lighting_std))(keys, x)
   return x
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixing:
+  """Mixup and CutMix as the config's data section sets them (alphas of
+  0 turn either off; both 0: no mixing, `from_config` gives None)."""
+
+  mixup_alpha: float = 0.0
+  cutmix_alpha: float = 0.0
+  prob: float = 1.0  # the chance that an example is mixed
+  switch_prob: float = 0.5  # with both on: the chance of CutMix
+
+  @classmethod
+  def from_config(cls, data_cfg) -> 'Mixing | None':
+    d = data_cfg
+    if not (d.mixup_alpha or d.cutmix_alpha) or not d.mix_prob:
+      return None
+    return cls(d.mixup_alpha, d.cutmix_alpha, d.mix_prob, d.mix_switch_prob)
+
+
+# The mixing draws' own stream of the run's key, apart from the batch
+# order and crops (the number spells 'mix').
+MIX_STREAM = 0x6D6978
+
+
+def cutmix_box(key, height: int, width: int, lam):
+  """CutMix's box (Yun et al. 2019) for weight `lam`: sides sqrt(1 - lam)
+  of the image's, centred at a uniform pixel and clipped to the image.
+  Returns (top, bottom, left, right), bottom and right exclusive."""
+  y_key, x_key = jax.random.split(key)
+  ratio = jnp.sqrt(1.0 - lam)
+  cut_h = jnp.floor(height * ratio).astype(jnp.int32)
+  cut_w = jnp.floor(width * ratio).astype(jnp.int32)
+  cy = jax.random.randint(y_key, (), 0, height)
+  cx = jax.random.randint(x_key, (), 0, width)
+  top = jnp.clip(cy - cut_h // 2, 0, height)
+  bottom = jnp.clip(cy + cut_h // 2, 0, height)
+  left = jnp.clip(cx - cut_w // 2, 0, width)
+  right = jnp.clip(cx + cut_w // 2, 0, width)
+  return top, bottom, left, right
+
+
+def _mix_one(key, image, partner, mixing: Mixing):
+  """One example mixed with its partner: (image, weight of its own label)."""
+  apply_key, kind_key, mixup_key, cutmix_key, box_key = jax.random.split(key, 5)
+  h, w = image.shape[:2]
+  if mixing.mixup_alpha and mixing.cutmix_alpha:
+    cutmix = jax.random.bernoulli(kind_key, mixing.switch_prob)
+  else:
+    cutmix = jnp.asarray(bool(mixing.cutmix_alpha))
+  image_out, weight = image, jnp.float32(1.0)
+  if mixing.mixup_alpha:
+    a = mixing.mixup_alpha
+    lam = jax.random.beta(mixup_key, a, a)
+    mixed = lam * image + (1.0 - lam) * partner
+    image_out, weight = mixed, lam
+  if mixing.cutmix_alpha:
+    a = mixing.cutmix_alpha
+    lam = jax.random.beta(cutmix_key, a, a)
+    top, bottom, left, right = cutmix_box(box_key, h, w, lam)
+    rows, cols = jnp.arange(h), jnp.arange(w)
+    inside = ((rows >= top) & (rows < bottom))[:, None] & (
+      (cols >= left) & (cols < right)
+    )[None, :]
+    cut = jnp.where(inside[..., None], partner, image)
+    # The label weight is the area actually kept, after clipping.
+    kept = 1.0 - (bottom - top) * (right - left) / (h * w)
+    image_out = jnp.where(cutmix, cut, image_out)
+    weight = jnp.where(cutmix, kept.astype(jnp.float32), weight)
+  applied = jax.random.bernoulli(apply_key, mixing.prob)
+  return (
+    jnp.where(applied, image_out, image),
+    jnp.where(applied, weight, 1.0).astype(jnp.float32),
+  )
+
+
+def mix(key, step, positions, images, labels, mixing: Mixing):
+  """Mixup / CutMix of a (per-device) batch of float images: example i is
+  mixed with example n - 1 - i of the same batch, with draws keyed by
+  (seed, step, position in the global batch), so that a resumed run mixes
+  exactly as an uninterrupted one. Returns (images, MixedLabels)."""
+  step_key = jax.random.fold_in(jax.random.fold_in(key, MIX_STREAM), step)
+  keys = jax.vmap(lambda p: jax.random.fold_in(step_key, p))(positions)
+  partners = images[::-1]
+  mixed, weight = jax.vmap(lambda k, x, xp: _mix_one(k, x, xp, mixing))(
+    keys, images, partners
+  )
+  return mixed, MixedLabels(labels, labels[::-1], weight)

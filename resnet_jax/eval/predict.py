@@ -78,8 +78,11 @@ def load_batch(path: str) -> np.ndarray:
   return batch
 
 
-def predict(workdir: str, files, batch_size: int = 64) -> list[dict]:
-  """The JSON records (one per image) for `files`."""
+def predict(
+  workdir: str, files, batch_size: int = 64, weights: str = 'raw'
+) -> list[dict]:
+  """The JSON records (one per image) for `files`, from the run's raw
+  weights or (`weights='ema'`) their moving average."""
   if not files:
     raise ConfigError('no files: give image files or .npy batches')
   missing = [f for f in files if not os.path.isfile(f)]
@@ -89,7 +92,7 @@ def predict(workdir: str, files, batch_size: int = 64) -> list[dict]:
     raise ConfigError(f'--batch_size={batch_size} must be positive')
   config = saved.saved_config(workdir)
   one_device = parallel.make_mesh(jax.local_devices()[:1])
-  _, model, state = saved.load(workdir, config, one_device)
+  _, model, state = saved.load(workdir, config, one_device, weights)
   images = [f for f in files if not f.endswith('.npy')]
   batches = {f: load_batch(f) for f in files if f.endswith('.npy')}
   # Every file is read and checked before anything compiles.

@@ -13,19 +13,22 @@ from resnet_jax.run import saved
 
 
 def evaluate_workdir(
-  config, workdir: str, recompute_bn_batches: int = 0
+  config, workdir: str, recompute_bn_batches: int = 0, weights: str = 'raw'
 ) -> dict:
   """Metrics of the newest checkpoint in `workdir`, read-only (a run may
   be training there): CIFAR on its eval split, image sets on val with
   data.eval_protocol; first, with `recompute_bn_batches`, the BN
   statistics re-estimated from that many training batches (which needs
-  the training data)."""
+  the training data). `weights`: the run's 'raw' weights or 'ema', their
+  moving average (where train.ema_decay kept one)."""
   ranges.check(config)  # the overrides, too
   model = resnet.build(config.model, config.data.num_classes)
   evaluation = evaluator.build(config, model)
   shape, mean_shape = saved.image_shapes(config)
   mesh = parallel.make_mesh()
-  state = saved.restore(config, workdir, model, shape, mean_shape, mesh)
+  state = saved.restore(
+    config, workdir, model, shape, mean_shape, mesh, weights
+  )
   if recompute_bn_batches:
     data = inputs.for_config(config, workdir)
     if data.kind == 'host':  # each process on its own devices
@@ -38,4 +41,5 @@ def evaluate_workdir(
   if isinstance(evaluation, evaluator.ImageSetEvaluator):
     result['protocol'] = config.data.eval_protocol
   result['step'] = int(jax.device_get(state.step))
+  result['weights'] = weights
   return result

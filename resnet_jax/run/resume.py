@@ -30,8 +30,26 @@ ADDED_KEYS = {  # flattened form
   'optim.lars_trust_coefficient': 0.001,
   'data.train_split': 'train',
   'data.val_split': 'validation',
+  'data.mixup_alpha': 0.0,
+  'data.cutmix_alpha': 0.0,
+  'data.mix_prob': 1.0,
+  'data.mix_switch_prob': 0.5,
+  'data.auto_augment': None,
+  'data.rand_augment_ops': 2,
+  'data.rand_augment_magnitude': 9,
+  'data.random_erasing': 0.0,
+  'train.ema_decay': None,
+  'train.ema_warmup': False,
+  'train.profile_steps': None,
 }
-NOT_IN_CIFAR = ('data.train_split', 'data.val_split')  # tfds splits
+NOT_IN_CIFAR = (  # image sets only: tfds splits, host augmentation
+  'data.train_split',
+  'data.val_split',
+  'data.auto_augment',
+  'data.rand_augment_ops',
+  'data.rand_augment_magnitude',
+  'data.random_erasing',
+)
 
 # Keys a resumed run may change without changing what is being trained.
 SAFE_TO_CHANGE = frozenset(
@@ -52,6 +70,7 @@ SAFE_TO_CHANGE = frozenset(
     'data.image_folder',
     'data.manual_dir',
     'data.val_split',
+    'train.profile_steps',
   }
 )
 

@@ -66,15 +66,16 @@ def image_shapes(config):
 
 
 def abstract_state(
-  model, tx, image_shape, mesh, mean_shape=None
+  model, tx, image_shape, mesh, mean_shape=None, ema: bool = False
 ) -> train_state.TrainState:
-  """Shapes, dtypes and (replicated) shardings of a TrainState, for
-  restoring a checkpoint without computing anything."""
+  """Shapes, dtypes and (replicated) shardings of a TrainState (with the
+  weights' moving average if `ema`), for restoring a checkpoint without
+  computing anything."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
   def init():
     mean = jnp.zeros(mean_shape or image_shape, jnp.float32)
-    return train_state.create(model, tx, image_shape, mean)
+    return train_state.create(model, tx, image_shape, mean, ema=ema)
 
   return jax.tree.map(
     lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
@@ -82,8 +83,13 @@ def abstract_state(
   )
 
 
-def restore(config, workdir, model, shape, mean_shape, mesh):
-  """The newest readable checkpoint of `workdir`, or a ConfigError."""
+def restore(
+  config, workdir, model, shape, mean_shape, mesh, weights: str = 'raw'
+):
+  """The newest readable checkpoint of `workdir`, or a ConfigError; its
+  params and batch_stats the raw weights or (`weights='ema'`) their
+  moving average."""
+  train_state.check_weights(weights, keeps_ema(config))  # before reading
   params = jax.eval_shape(
     model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *shape), 'float32')
   )
@@ -94,23 +100,29 @@ def restore(config, workdir, model, shape, mean_shape, mesh):
     raise ConfigError(f'no checkpoint in {directory}')
   # Read-only: a run may be training in this workdir meanwhile.
   mgr = checkpoint.manager(workdir, config.train.keep_checkpoints, True)
-  abstract = abstract_state(model, tx, shape, mesh, mean_shape)
+  abstract = abstract_state(
+    model, tx, shape, mesh, mean_shape, ema=keeps_ema(config)
+  )
   state = resume.restore_newest_readable(
     mgr, abstract, directory, move_damaged=False
   )
   if state is None:
     raise ConfigError(f'no checkpoint in {directory}')
-  return state
+  return train_state.with_weights(state, weights)
 
 
-def load(workdir: str, config=None, mesh=None):
+def keeps_ema(config) -> bool:
+  """Whether a run's checkpoints hold a moving average of its weights."""
+  return config.train.ema_decay is not None
+
+
+def load(workdir: str, config=None, mesh=None, weights: str = 'raw'):
   """(config, model, state) of a run with ImageNet-style or CIFAR
   inputs, the state on the host: config.json (or `config`), the model it
-  builds and the newest checkpoint."""
+  builds and the newest checkpoint, with its raw or 'ema' weights."""
   config = config or saved_config(workdir)
   model = resnet.build(config.model, config.data.num_classes)
   shape, mean_shape = image_shapes(config)
-  state = restore(
-    config, workdir, model, shape, mean_shape, mesh or parallel.make_mesh()
-  )
+  mesh = mesh or parallel.make_mesh()
+  state = restore(config, workdir, model, shape, mean_shape, mesh, weights)
   return config, model, jax.device_get(state)

@@ -53,14 +53,17 @@ def import_checkpoint(config, torch_path: str, workdir: str) -> dict:
   )
 
 
-def export_checkpoint(workdir: str, path: str) -> dict:
-  """WORKDIR's latest checkpoint -> FILE in torchvision's layout."""
+def export_checkpoint(workdir: str, path: str, weights: str = 'raw') -> dict:
+  """WORKDIR's latest checkpoint -> FILE in torchvision's layout: its raw
+  weights or (`weights='ema'`) their moving average."""
   config = saved.saved_config(workdir)
   torch_convert.check_config(config.model)  # before reading the checkpoint
-  _, _, state = saved.load(workdir, config)
+  _, _, state = saved.load(workdir, config, weights=weights)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   state_dict, normalise = torch_convert.export_state_dict(
     variables, state.pixel_mean, config.model.input_scale
   )
   torch_convert.write(path, state_dict)
-  return dict(file=path, step=int(state.step), normalize=normalise)
+  return dict(
+    file=path, step=int(state.step), weights=weights, normalize=normalise
+  )

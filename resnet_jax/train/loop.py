@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from resnet_jax import errors
 from resnet_jax import parallel
 from resnet_jax.config import ranges
+from resnet_jax.data import augment
 from resnet_jax.data import inputs
 from resnet_jax.errors import ConfigError
 from resnet_jax.errors import Stopped
@@ -29,6 +30,7 @@ from resnet_jax.run import layout
 from resnet_jax.run import lock
 from resnet_jax.run import metrics_writer
 from resnet_jax.run import preemption
+from resnet_jax.run import profiler
 from resnet_jax.run import resume
 from resnet_jax.train import finetune
 from resnet_jax.train import optim
@@ -126,6 +128,9 @@ def train_fn(exp: Experiment, start_step: int, batches=None):
     seed=t.seed,
     microbatches=t.microbatches,
     label_smoothing=exp.config.optim.label_smoothing,
+    mixing=augment.Mixing.from_config(exp.config.data),
+    ema_decay=t.ema_decay,
+    ema_warmup=t.ema_warmup,
   )
   if exp.input.kind == 'device':
     arrays = parallel.replicate(mesh, exp.input.arrays)
@@ -184,7 +189,12 @@ def initial_state(exp: Experiment, pixel_mean=None) -> train_state.TrainState:
 
   def init(pixel_mean):
     return train_state.create(
-      exp.model, exp.tx, (size, size, 3), pixel_mean, exp.config.train.seed
+      exp.model,
+      exp.tx,
+      (size, size, 3),
+      pixel_mean,
+      exp.config.train.seed,
+      ema=exp.config.train.ema_decay is not None,
     )
 
   replicated = jax.sharding.NamedSharding(
@@ -247,7 +257,10 @@ def _start(exp: Experiment) -> train_state.TrainState:
     return initial_state(exp)
   source = finetune.source_state(exp.config)
   fresh = initial_state(exp, pixel_mean=source.pixel_mean)
-  return finetune.graft(fresh, source, exp.mesh)
+  state = finetune.graft(fresh, source, exp.mesh)
+  if state.ema is not None:  # the average starts at the grafted weights
+    state = train_state.restart_ema(state)
+  return state
 
 
 def _restore(exp: Experiment, mgr, workdir: str):
@@ -297,6 +310,7 @@ def _train(exp: Experiment, workdir: str) -> dict:
   }
   writer = metrics_writer.MetricsWriter(workdir, total, start)
   log = metrics_writer.TrainLog(writer, t.batch_size, start)
+  tracer = profiler.StepTracer(workdir, t.profile_steps, start)
   result = {}
 
   def due(kind, done):
@@ -305,17 +319,20 @@ def _train(exp: Experiment, workdir: str) -> dict:
   try:
     with preemption.Watcher() as watcher:
       done = start
+      tracer.after(done, state)  # a trace from the first step on
       while done < total:
-        n = _steps_in_call(done, total, every, t.steps_per_dispatch)
+        n = _steps_in_call(
+          done, total, every, t.steps_per_dispatch, tracer.points
+        )
         state, metrics = run(state, n)
         done += n
+        tracer.after(done, state)
         log.flush()  # the previous call's, now that this one is queued
         if due('log', done):
           log.add(done, metrics)
         if evaluates and due('eval', done):
           log.flush()
-          result = exp.evaluator(state)
-          writer.write(done, exp.evaluator.name, result)
+          result = evaluate(exp, state, writer, done)
           log.pause_ended()
         stop = watcher.requested(done, saver.manager)
         if due('checkpoint', done) or stop:
@@ -331,8 +348,8 @@ def _train(exp: Experiment, workdir: str) -> dict:
             watcher.exit_code,
           )
       log.flush()
-    if start >= total and evaluates:
-      result = exp.evaluator(state)  # finished earlier: report, no more
+    if start >= total and evaluates:  # finished earlier: report, no more
+      result = evaluate(exp, state)
     saver.wait()  # a failed last save is an error of this run
     writer.close()
   except FloatingPointError as e:
@@ -346,6 +363,7 @@ def _train(exp: Experiment, workdir: str) -> dict:
     )
     raise Stopped(f'error: {e}: training stopped; {kept}', 3) from e
   finally:  # after an error: let the background save end, quietly
+    tracer.stop()
     saver.wait(raise_errors=False)
     writer.close(raise_errors=False)
   if log.steady_images_per_sec:
@@ -354,14 +372,34 @@ def _train(exp: Experiment, workdir: str) -> dict:
   return result
 
 
-def _steps_in_call(done: int, total: int, every: dict, per_call: int) -> int:
-  """Steps the next call runs: `per_call` when no log, evaluation or
-  checkpoint falls inside them (they end exactly at one), else 1."""
+def evaluate(exp: Experiment, state, writer=None, step=None) -> dict:
+  """The evaluator's metrics of the state's weights and, for a run that
+  keeps a moving average, of the average's (logged as EVAL_ema, returned
+  under 'ema')."""
+  result = exp.evaluator(state)
+  if writer is not None:
+    writer.write(step, exp.evaluator.name, result)
+  if state.ema is not None:
+    averaged = exp.evaluator(train_state.with_weights(state, 'ema'))
+    if writer is not None:
+      writer.write(step, f'{exp.evaluator.name}_ema', averaged)
+    result['ema'] = averaged
+  return result
+
+
+def _steps_in_call(
+  done: int, total: int, every: dict, per_call: int, points=()
+) -> int:
+  """Steps the next call runs: `per_call` when no log, evaluation,
+  checkpoint or one of `points` (the profiler's) falls inside them (they
+  end exactly at one), else 1."""
   if per_call == 1 or done + per_call > total:
     return 1
   for interval in every.values():
     if (done // interval + 1) * interval < done + per_call:
       return 1
+  if any(done < p < done + per_call for p in points):
+    return 1
   return per_call
 
 

@@ -1,8 +1,19 @@
 """The training loss."""
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
+
+
+class MixedLabels(NamedTuple):
+  """The labels of mixed examples (mixup, CutMix): each example is
+  `weight` of its own label and 1 - weight of its partner's."""
+
+  labels: jax.Array  # int32 (N,)
+  partners: jax.Array  # int32 (N,)
+  weight: jax.Array  # float32 (N,), in [0, 1]
 
 
 def cross_entropy(logits, labels):
@@ -20,10 +31,25 @@ def smooth(labels, num_classes: int, label_smoothing: float):
   return one_hot * (1.0 - label_smoothing) + label_smoothing / num_classes
 
 
-def train_loss(logits, labels, label_smoothing: float = 0.0):
-  """Per-example training loss: cross-entropy against the labels,
-  smoothed if asked (0, the paper: exactly cross_entropy)."""
+def _loss(logits, labels, label_smoothing: float):
   if not label_smoothing:
     return cross_entropy(logits, labels)
   targets = smooth(labels, logits.shape[-1], label_smoothing)
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def train_loss(logits, labels, label_smoothing: float = 0.0):
+  """Per-example training loss: cross-entropy against the labels,
+  smoothed if asked (0, the paper: exactly cross_entropy). Mixed labels
+  weigh the two losses, which equals the cross-entropy against the mixed
+  (smoothed) targets, the loss being linear in its targets."""
+  if not isinstance(labels, MixedLabels):
+    return _loss(logits, labels, label_smoothing)
+  own = _loss(logits, labels.labels, label_smoothing)
+  partner = _loss(logits, labels.partners, label_smoothing)
+  return labels.weight * own + (1.0 - labels.weight) * partner
+
+
+def hard_labels(labels):
+  """The example's own labels (for the training error)."""
+  return labels.labels if isinstance(labels, MixedLabels) else labels

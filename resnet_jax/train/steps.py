@@ -15,6 +15,7 @@ import optax
 from resnet_jax.data import augment
 from resnet_jax.parallel import AXIS
 from resnet_jax.train import losses
+from resnet_jax.train import train_state
 from resnet_jax.train.train_state import TrainState
 
 
@@ -29,12 +30,16 @@ def train_step(
   axis_name=None,
   microbatches: int = 1,
   label_smoothing: float = 0.0,
+  ema_decay: float | None = None,
+  ema_warmup: bool = False,
 ):
   """One SGD step on a (per-device) batch; returns (state, metrics).
 
   With `axis_name`, gradients, metrics and BN running statistics are
   averaged over that axis. BN normalises with per-device statistics unless
-  the model was built with `bn_axis_name` (synchronised BN).
+  the model was built with `bn_axis_name` (synchronised BN). `labels` are
+  integer labels or losses.MixedLabels (mixup, CutMix). With `ema_decay`
+  the moving average of the weights (state.ema) follows the new weights.
 
   microbatches > 1 accumulates the gradient over that many slices of the
   batch, one after another (less memory). Each slice is normalised with
@@ -64,7 +69,7 @@ def train_step(
 
   def slice_step(x, y):
     (loss, (logits, batch_stats)), grads = grad_fn(params, x, y)
-    error = jnp.mean(jnp.argmax(logits, -1) != y)
+    error = jnp.mean(jnp.argmax(logits, -1) != losses.hard_labels(y))
     # BN's running averages travel as changes: a statistic the model left
     # as it was (frozen BN) stays exactly so, where averaging equal values
     # over devices or slices could round.
@@ -74,14 +79,14 @@ def train_step(
   if microbatches == 1:
     grads, stats_change, metrics = slice_step(images, labels)
   else:
-    xs, ys = (
-      a.reshape(microbatches, -1, *a.shape[1:]) for a in (images, labels)
+    xs, ys = jax.tree.map(
+      lambda a: a.reshape(microbatches, -1, *a.shape[1:]), (images, labels)
     )
     # The first slice outside the loop gives the carry its exact types.
     total, _ = jax.lax.scan(
       lambda acc, xy: (jax.tree.map(jnp.add, acc, slice_step(*xy)), None),
-      slice_step(xs[0], ys[0]),
-      (xs[1:], ys[1:]),
+      slice_step(*jax.tree.map(lambda a: a[0], (xs, ys))),
+      jax.tree.map(lambda a: a[1:], (xs, ys)),
     )
     grads, stats_change, metrics = jax.tree.map(
       lambda t: t / microbatches, total
@@ -95,35 +100,39 @@ def train_step(
   metrics['grad_norm_sq'] = optax.tree.norm(grads, squared=True)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   metrics['lr'] = lr_fn(state.step)
+  new_params = optax.apply_updates(state.params, updates)
   new_state = state.replace(
     step=state.step + 1,
-    params=optax.apply_updates(state.params, updates),
+    params=new_params,
     batch_stats=batch_stats,
     opt_state=opt_state,
   )
+  if ema_decay is not None:
+    decay = train_state.ema_decay_at(state.step, ema_decay, ema_warmup)
+    ema = train_state.update_ema(state.ema, new_params, batch_stats, decay)
+    new_state = new_state.replace(ema=ema)
   return new_state, metrics
 
 
 def sharded_train_step(
   mesh,
   *,
-  model,
-  tx,
-  lr_fn,
   seed: int,
   global_batch: int,
   augment_images: bool = True,
   num_steps: int = 1,
-  microbatches: int = 1,
-  label_smoothing: float = 0.0,
+  mixing: augment.Mixing | None = None,
+  **step_options,
 ):
   """Compiled step(state, images, labels) over the device-resident dataset:
   `num_steps` SGD steps in one call, returning the last one's metrics.
 
-  Each device selects and augments its slice of the global batch itself;
-  only the step counter changes between steps, so there is no host work,
-  and several steps per call (a scan) save the launch overhead that
-  dominates small CIFAR steps, with the same results as one per call.
+  Each device selects and augments its slice of the global batch itself
+  (and mixes it, with `mixing`); only the step counter changes between
+  steps, so there is no host work, and several steps per call (a scan)
+  save the launch overhead that dominates small CIFAR steps, with the
+  same results as one per call. `step_options` go to train_step (model,
+  tx, lr_fn, microbatches, label_smoothing, ema_decay, ...).
   """
   local = global_batch // mesh.size
   key = jax.random.key(seed)
@@ -140,17 +149,9 @@ def sharded_train_step(
       positions,
       augment_images,
     )
-    return train_step(
-      state,
-      x,
-      y,
-      model=model,
-      tx=tx,
-      lr_fn=lr_fn,
-      axis_name=AXIS,
-      microbatches=microbatches,
-      label_smoothing=label_smoothing,
-    )
+    if mixing is not None:
+      x, y = augment.mix(key, state.step, positions, x, y, mixing)
+    return train_step(state, x, y, axis_name=AXIS, **step_options)
 
   def per_device(state, images, labels):
     if num_steps == 1:
@@ -174,17 +175,14 @@ def sharded_train_step(
 def sharded_batch_train_step(
   mesh,
   *,
-  model,
-  tx,
-  lr_fn,
   seed: int,
   lighting_std: float = 0.0,
-  microbatches: int = 1,
-  label_smoothing: float = 0.0,
+  mixing: augment.Mixing | None = None,
+  **step_options,
 ):
   """Compiled step(state, images, labels) on host-fed uint8 batches split
-  over 'data' (streaming datasets such as ImageNet): normalised, and given
-  lighting noise, on the device."""
+  over 'data' (streaming datasets such as ImageNet): normalised, given
+  lighting noise and mixed (with `mixing`) on the device."""
   key = jax.random.key(seed)
 
   def per_device(state, images, labels):
@@ -193,17 +191,9 @@ def sharded_batch_train_step(
     x = augment.normalise_and_light(
       images, state.pixel_mean, key, state.step, positions, lighting_std
     )
-    return train_step(
-      state,
-      x,
-      labels,
-      model=model,
-      tx=tx,
-      lr_fn=lr_fn,
-      axis_name=AXIS,
-      microbatches=microbatches,
-      label_smoothing=label_smoothing,
-    )
+    if mixing is not None:
+      x, labels = augment.mix(key, state.step, positions, x, labels, mixing)
+    return train_step(state, x, labels, axis_name=AXIS, **step_options)
 
   batch = P(AXIS)
   step = jax.shard_map(
