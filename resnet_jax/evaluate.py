@@ -5,13 +5,20 @@
   python -m resnet_jax.evaluate --workdir=DIR --recompute_bn_batches=100
   python -m resnet_jax.evaluate --workdir=IMAGENET_RUN \
       --config.data.eval_protocol=ten_crop   # or center, multiscale
+  python -m resnet_jax.evaluate --workdir=IMAGENET_RUN --test_set=imagenet_v2 \
+      [--test_data=imagenetv2-matched-frequency-format-val]
+  python -m resnet_jax.evaluate --workdir=IMAGENET_RUN --test_set=real \
+      [--test_data=real.json]
 
 Overrides apply on top of DIR/config.json. The images are normalised with
 the training mean saved in the checkpoint, so OTHER may hold only a
 test_batch.bin (CIFAR) or only val/ (an ImageNet image folder). CIFAR runs
-are tested on their eval split, ImageNet runs on val. The last stdout line
-is one JSON object with top1_accuracy, top1_error, top5_accuracy, loss,
-num_examples and step (and the protocol, for ImageNet).
+are tested on their eval split, ImageNet runs on val, or with --test_set
+on ImageNet-V2 or the ReaL labels (data/test_sets.py says what each reads
+and counts). --weights=ema tests the moving average of the weights. The
+last stdout line is one JSON object with top1_accuracy, top1_error,
+top5_accuracy, loss, num_examples, step and weights (and the protocol and
+test set, for ImageNet).
 """
 
 import json
@@ -22,6 +29,7 @@ from ml_collections import config_dict
 from ml_collections import config_flags
 
 from resnet_jax import errors
+from resnet_jax.data import test_sets
 from resnet_jax.errors import ConfigError
 from resnet_jax.eval.saved_run import evaluate_workdir
 from resnet_jax.run import saved
@@ -33,11 +41,17 @@ def main(argv):
     raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = flags.FLAGS.config
   loop.initialize_distributed()
+  test_set = None
+  if flags.FLAGS.test_set:
+    test_set = test_sets.TestSet(flags.FLAGS.test_set, flags.FLAGS.test_data)
+  elif flags.FLAGS.test_data:
+    raise ConfigError('--test_data needs --test_set=imagenet_v2 or real')
   result = evaluate_workdir(
     config,
     flags.FLAGS.workdir,
     flags.FLAGS.recompute_bn_batches,
     flags.FLAGS.weights,
+    test_set,
   )
   print(json.dumps(result, sort_keys=True))
 
@@ -80,6 +94,19 @@ def cli():
     'raw',
     "'raw': the weights as trained; 'ema': their moving average (runs "
     'with train.ema_decay).',
+  )
+  flags.DEFINE_string(
+    'test_set',
+    None,
+    'ImageNet runs: imagenet_v2 (or imagenet_v2/threshold-0.7, '
+    '/top-images) or real (the ReaL labels of val) instead of val.',
+  )
+  flags.DEFINE_string(
+    'test_data',
+    None,
+    'With --test_set: the ImageNet-V2 folder (DIR/<class index>/*.jpeg) or '
+    "ReaL's real.json (with the run's data.image_folder/val); default: "
+    'tfds imagenet_v2 or imagenet2012_real.',
   )
   errors.run(main)
 

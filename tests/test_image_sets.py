@@ -49,13 +49,20 @@ def test_training_batches(crop):
   assert sorted(seen) == list(range(40))  # one epoch: every image once
 
 
-def test_training_stream_resumes_exactly():
-  config = data_config()
+@pytest.mark.parametrize(
+  'host_augment', [{}, dict(auto_augment='rand', random_erasing=0.5)]
+)
+def test_training_stream_resumes_exactly(host_augment):
+  config = data_config(**host_augment)
   whole = take(image_sets.train_dataset(config, 8, seed=3), 7)
   resumed = take(image_sets.train_dataset(config, 8, seed=3, start_step=5), 2)
   for (a, la), (b, lb) in zip(whole[5:], resumed):
     np.testing.assert_array_equal(la, lb)
     np.testing.assert_array_equal(a, b)  # same images, same crops
+  if host_augment:  # the same examples and crops, augmented
+    plain = take(image_sets.train_dataset(data_config(), 8, seed=3), 1)
+    np.testing.assert_array_equal(plain[0][1], whole[0][1])
+    assert not np.array_equal(plain[0][0], whole[0][0])
 
 
 def test_two_processes_read_the_rows_of_one_process_batch():
@@ -228,6 +235,7 @@ def test_image_folder_trains_resumes_and_evaluates(tmp_path):
   shutil.copytree(root / 'train', root / 'val')  # a pipeline check only
   workdir = tmp_path / 'run'
   config = imagenet_train_config(root)
+  config.data.update(auto_augment='trivial', random_erasing=0.25)
   first = loop.train_and_evaluate(config, str(workdir))
   assert first['num_examples'] == 40 and first['step'] == 4
   records = read_metrics(workdir)
@@ -243,7 +251,9 @@ def test_image_folder_trains_resumes_and_evaluates(tmp_path):
   )
   image_sets.list_image_folder.cache_clear()
   assert inputs.for_config(config, str(workdir)).num_train == 40
-  more = loop.train_and_evaluate(imagenet_train_config(root, 6), str(workdir))
+  config = imagenet_train_config(root, 6)
+  config.data.update(auto_augment='trivial', random_erasing=0.25)
+  more = loop.train_and_evaluate(config, str(workdir))
   assert more['step'] == 6
   assert [r['step'] for r in read_metrics(workdir)] == [1, 2, 3, 4, 5, 6]
 

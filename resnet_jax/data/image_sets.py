@@ -34,6 +34,7 @@ JPEG_MAGIC = b'\xff\xd8\xff'
 IMAGE_MAGIC = (JPEG_MAGIC, b'\x89PNG', b'GIF8', b'BM')
 EXTENSIONS = ('.jpg', '.jpeg', '.png')
 PROTOCOLS = ('center', 'ten_crop', 'multiscale')
+AUTO_AUGMENTS = ('rand', 'trivial')  # data.auto_augment: auto_augment.py
 
 
 def tensorflow_cpu():
@@ -159,10 +160,11 @@ def folder_dataset(root: str, split: str):
   )
 
 
-def _tfds_builder(data_cfg):
+def tfds_builder(data_cfg, features=('image', 'label')):
   """tfds dataset data.name, prepared (imagenet2012 from the official
   archives in tfds' manual folder; others downloaded by tfds when first
-  used), and checked to be an image classification dataset."""
+  used), and checked to have `features` (an image classification
+  dataset's)."""
   tf = tensorflow_cpu()
   import tensorflow_datasets as tfds
 
@@ -179,11 +181,11 @@ def _tfds_builder(data_cfg):
     os.path.join(builder.data_dir, 'dataset_info.json')
   ):
     _prepare(builder, data_cfg)
-  features = builder.info.features
-  if 'image' not in features or 'label' not in features:
+  has = builder.info.features
+  if any(f not in has for f in features):
     raise ConfigError(
-      f'tfds {name} has features {", ".join(features)}; an image '
-      "classification dataset has 'image' and 'label'"
+      f'tfds {name} has features {", ".join(has)}; expected '
+      + ', '.join(features)
     )
   return builder
 
@@ -201,24 +203,25 @@ def _tfds_split(builder, data_cfg, split: str) -> tuple[str, int]:
     ) from e
 
 
-def _tfds_records(builder, split: str, **kwargs):
-  """(encoded image, int32 label) records of a tfds split, undecoded."""
+def tfds_records(builder, split: str, label: str = 'label', **kwargs):
+  """(encoded image, int32 label) records of a tfds split, undecoded;
+  the label from feature `label`."""
   tf = tensorflow_cpu()
   import tensorflow_datasets as tfds
 
   ds = builder.as_dataset(
     split=split, decoders={'image': tfds.decode.SkipDecoding()}, **kwargs
   )
-  return ds.map(lambda x: (x['image'], tf.cast(x['label'], tf.int32)))
+  return ds.map(lambda x: (x['image'], tf.cast(x[label], tf.int32)))
 
 
 def tfds_dataset(data_cfg, split: str):
   """(tf.data of (encoded image, label) in the order stored, examples,
   class names) of tfds dataset data.name; split 'train' or 'val' read as
   data.train_split or data.val_split."""
-  builder = _tfds_builder(data_cfg)
+  builder = tfds_builder(data_cfg)
   tfds_split, examples = _tfds_split(builder, data_cfg, split)
-  ds = _tfds_records(builder, tfds_split, shuffle_files=False)
+  ds = tfds_records(builder, tfds_split, shuffle_files=False)
   return ds, examples, builder.info.features['label'].names
 
 
@@ -252,27 +255,40 @@ def _prepare(builder, data_cfg):
     ) from e
 
 
-def read_jpeg(tf, data_cfg):
+def read_jpeg(tf, paths: bool):
   """Folder sources yield paths, tfds sources bytes: bytes either way."""
-  if data_cfg.image_folder:
+  if paths:
     return lambda path, label: (tf.io.read_file(path), label)
   return lambda jpeg, label: (jpeg, label)
 
 
-def source(data_cfg, split: str):
+def source(data_cfg, split):
   """(tf.data of (path or encoded image, label), examples, class names)
-  of a split, in its stored order: for evaluation."""
+  of a split in its stored order, for evaluation: 'train' or 'val' of the
+  run's data, or a test set (data/test_sets.py; no class names)."""
+  if not isinstance(split, str):
+    return split.source(data_cfg)
   if data_cfg.image_folder:
     return folder_dataset(data_cfg.image_folder, split)
   return tfds_dataset(data_cfg, split)
 
 
-def num_examples_and_classes(data_cfg, split: str, listing=None):
-  """(examples, class names) of a split, reading no image."""
+def reads_paths(data_cfg, split) -> bool:
+  """Whether source() yields file paths (else encoded images)."""
+  if not isinstance(split, str):
+    return split.reads_paths
+  return bool(data_cfg.image_folder)
+
+
+def num_examples_and_classes(data_cfg, split, listing=None):
+  """(examples, class names) of a split, reading no image (a test set:
+  its examples and no names)."""
+  if not isinstance(split, str):
+    return split.source(data_cfg)[1], None
   if data_cfg.image_folder:
     listing = listing or list_image_folder(data_cfg.image_folder, split)
     return len(listing), list(listing.classes)
-  builder = _tfds_builder(data_cfg)
+  builder = tfds_builder(data_cfg)
   _, examples = _tfds_split(builder, data_cfg, split)
   return examples, builder.info.features['label'].names
 
@@ -331,11 +347,11 @@ def _tfds_examples(tf, data_cfg, seed, global_batch, process, start):
   records skipped undecoded."""
   import tensorflow_datasets as tfds
 
-  builder = _tfds_builder(data_cfg)
+  builder = tfds_builder(data_cfg)
   split, _ = _tfds_split(builder, data_cfg, 'train')
   index, count = process
   rows = global_batch // count
-  ds = _tfds_records(
+  ds = tfds_records(
     builder,
     tfds.split_for_jax_process(split, process_index=index, process_count=count),
     shuffle_files=True,
@@ -375,6 +391,7 @@ def train_dataset(
   JAX's) are for resumed runs and tests.
   """
   tf = tensorflow_cpu()
+  from resnet_jax.data import auto_augment
   from resnet_jax.data import image_ops
 
   process = _process(process)
@@ -400,6 +417,15 @@ def train_dataset(
     ),
     'inception': lambda j, s: image_ops.inception_crop(j, s, size=size),
   }[data_cfg.train_crop]
+  host_augment = auto_augment.for_config(data_cfg)
+  if host_augment is not None:  # RandAugment etc. on the crop
+    crop_only = crop
+
+    def crop(jpeg, key):
+      image = crop_only(jpeg, key)
+      return host_augment(
+        image, tf.random.experimental.stateless_fold_in(key, 1)
+      )
 
   def preprocess(source, label, where):
     data = read(source)
@@ -439,7 +465,8 @@ def eval_dataset(
   check_protocol(protocol)
   ds, _, _ = source(data_cfg, split)
   ds = ds.shard(_process_count(), _process_index())
-  read = read_jpeg(tf, data_cfg)
+  paths = reads_paths(data_cfg, split)
+  read = read_jpeg(tf, paths)
   size = data_cfg.image_size
   if protocol != 'multiscale':  # 256 for 224 crops, in proportion otherwise
     side = round(size * image_ops.TEN_CROP_SIDE / image_ops.CROP)
@@ -462,8 +489,8 @@ def eval_dataset(
     jpeg, label = read(*example)
     name = (
       example[0]
-      if data_cfg.image_folder
-      else tf.strings.format('{} record {}', (split, index))
+      if paths
+      else tf.strings.format('{} record {}', (str(split), index))
     )
     images, ok = if_image(tf, jpeg, name, lambda: views(jpeg), blank)
     return images, label, tf.cast(ok, tf.float32), tf.cast(index, tf.int32)
@@ -488,7 +515,10 @@ def eval_dataset(
   def pad(images, labels, mask, index):
     missing = batch_size - tf.shape(labels)[0]
     images = tf.pad(images, [[0, missing], [0, 0], [0, 0], [0, 0], [0, 0]])
-    padded = tuple(tf.pad(t, [[0, missing]]) for t in (labels, mask, index))
+    padded = tuple(
+      tf.pad(t, [[0, missing]] + [[0, 0]] * (len(t.shape) - 1))
+      for t in (labels, mask, index)
+    )
     return (
       (images, *padded) if protocol == 'multiscale' else (images, *padded[:2])
     )

@@ -49,13 +49,25 @@ def view_probabilities(state: TrainState, views, *, model):
 
 
 def probability_sums(probs, labels, mask):
-  """Correct top-1/top-5, -log p(label) and count over the real examples."""
+  """Correct top-1/top-5, -log p(label) and count over the real examples.
+
+  Labels (B,) are one class per example; labels (B, K) are a set of
+  classes per example, padded with -1 (ReaL): a prediction is correct if
+  it is in the set, the loss is -log of the set's probability, and an
+  example with an empty set is not counted."""
   top5 = jax.lax.top_k(probs, min(5, probs.shape[-1]))[1]
-  picked = jnp.take_along_axis(probs, labels[:, None], axis=1)[:, 0]
   mask = mask.astype(jnp.float32)
+  if labels.ndim == 1:
+    labels = labels[:, None]
+  valid = labels >= 0  # (B, K)
+  mask = mask * valid[:, 0]
+  hits = (top5[:, :, None] == labels[:, None, :]) & valid[:, None, :]
+  picked = jnp.sum(
+    jnp.take_along_axis(probs, jnp.maximum(labels, 0), axis=1) * valid, -1
+  )
   return dict(
-    correct_top1=jnp.sum((top5[:, 0] == labels) * mask),
-    correct_top5=jnp.sum(jnp.any(top5 == labels[:, None], -1) * mask),
+    correct_top1=jnp.sum(jnp.any(hits[:, 0], -1) * mask),
+    correct_top5=jnp.sum(jnp.any(hits, (1, 2)) * mask),
     loss=jnp.sum(-jnp.log(jnp.maximum(picked, 1e-12)) * mask),
     count=jnp.sum(mask),
   )

@@ -25,19 +25,33 @@ from resnet_jax.eval import eval_steps
 
 
 def build(
-  config, model, split: cifar.Split | None = None, name=None, mesh=None
+  config,
+  model,
+  split: cifar.Split | None = None,
+  name=None,
+  mesh=None,
+  test_set=None,
 ):
   """The evaluator of a config's data: for CIFAR, of `split` called
   `name` (default: data.eval_on's split, read now) on `mesh` (default:
-  every device); for image sets, of val with data.eval_protocol, each
-  process on its own devices. ConfigError before anything compiles."""
+  every device); for image sets, of val (or `test_set`, a
+  data/test_sets.TestSet) with data.eval_protocol, each process on its
+  own devices. ConfigError before anything compiles."""
   batch = config.train.eval_batch_size
   if not cifar.is_cifar(config.data.name):
+    if test_set is not None:
+      test_set.check(config.data)
     return ImageSetEvaluator(
       config.data,
       model=model,
       batch_size=batch,
       protocol=config.data.eval_protocol,
+      split=test_set or 'val',
+    )
+  if test_set is not None:
+    raise ConfigError(
+      f'--test_set={test_set.name} is a test set of ImageNet; a CIFAR run '
+      'is tested on data.eval_on'
     )
   if split is None:
     split, name = cifar.load_eval(config.data)
@@ -116,11 +130,11 @@ class ImageSetEvaluator:
   images (50,000 over 3 hosts), or images of different shapes
   (multi-scale), never wait on each other."""
 
-  name = 'val'
-
   def __init__(
-    self, data_cfg, *, model, batch_size: int, protocol: str, split: str = 'val'
+    self, data_cfg, *, model, batch_size: int, protocol: str, split='val'
   ):
+    """`split`: 'val', 'train', or a test set (data/test_sets.TestSet)."""
+    self.name = split if isinstance(split, str) else split.kind
     self.mesh = parallel.make_mesh(jax.local_devices())
     per_process = batch_size // jax.process_count()
     if (
@@ -165,12 +179,10 @@ class ImageSetEvaluator:
   def _multiscale(self, state):
     """Softmax averaged over the sides and flips of each image (the
     paper's section 3.4), accumulated on the host by the image's index."""
-    count, classes = image_sets.num_examples_and_classes(
-      self._data, self._split
-    )
+    count, _ = image_sets.num_examples_and_classes(self._data, self._split)
     n = image_sets.shard_size(count)
-    probs = np.zeros((n, len(classes)), np.float32)
-    labels = np.zeros(n, np.int32)
+    probs = np.zeros((n, self._data.num_classes), np.float32)
+    labels = None  # (n,) or, for label sets (ReaL), (n, K)
     seen = np.zeros(n, np.int32)
     sharding = NamedSharding(self.mesh, P(parallel.AXIS))
     for side in self._data.eval_scales:
@@ -183,6 +195,8 @@ class ImageSetEvaluator:
         ds.as_numpy_iterator(),
       )
       for views, y, mask, index in batches:
+        if labels is None:
+          labels = np.zeros((n, *y.shape[1:]), np.int32)
         real = mask > 0
         probs[index[real]] += np.asarray(self._probs(state, views))[real]
         labels[index[real]] = y[real]
@@ -192,5 +206,7 @@ class ImageSetEvaluator:
     if not np.isin(seen, (0, scales)).all():
       raise RuntimeError('multi-scale evaluation missed or repeated images')
     probs /= scales
+    if labels is None:  # this process had no image
+      labels = np.zeros(n, np.int32)
     sums = eval_steps.probability_sums(probs, labels, seen == scales)
     return jax.device_get(sums)

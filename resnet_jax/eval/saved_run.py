@@ -13,17 +13,22 @@ from resnet_jax.run import saved
 
 
 def evaluate_workdir(
-  config, workdir: str, recompute_bn_batches: int = 0, weights: str = 'raw'
+  config,
+  workdir: str,
+  recompute_bn_batches: int = 0,
+  weights: str = 'raw',
+  test_set=None,
 ) -> dict:
   """Metrics of the newest checkpoint in `workdir`, read-only (a run may
   be training there): CIFAR on its eval split, image sets on val with
   data.eval_protocol; first, with `recompute_bn_batches`, the BN
   statistics re-estimated from that many training batches (which needs
   the training data). `weights`: the run's 'raw' weights or 'ema', their
-  moving average (where train.ema_decay kept one)."""
+  moving average (where train.ema_decay kept one). `test_set`
+  (data/test_sets.TestSet): ImageNet-V2 or ReaL instead of val."""
   ranges.check(config)  # the overrides, too
   model = resnet.build(config.model, config.data.num_classes)
-  evaluation = evaluator.build(config, model)
+  evaluation = evaluator.build(config, model, test_set=test_set)
   shape, mean_shape = saved.image_shapes(config)
   mesh = parallel.make_mesh()
   state = saved.restore(
@@ -40,6 +45,7 @@ def evaluate_workdir(
   result = evaluation(state)
   if isinstance(evaluation, evaluator.ImageSetEvaluator):
     result['protocol'] = config.data.eval_protocol
+    result['test_set'] = evaluation.name
   result['step'] = int(jax.device_get(state.step))
   result['weights'] = weights
   return result

@@ -134,7 +134,13 @@ def input_report(config, images: int) -> dict:
   data = config.data
   cores = len(os.sched_getaffinity(0))
   batch = 64
-  report = dict(cores=cores, images=images, train_crop=data.train_crop)
+  report = dict(
+    cores=cores,
+    images=images,
+    train_crop=data.train_crop,
+    auto_augment=data.auto_augment,
+    random_erasing=data.random_erasing,
+  )
   train = image_sets.train_dataset(data, batch, seed=0)
   report['input_images_per_sec_per_core'] = (
     _images_per_sec(train, images) / cores
@@ -142,7 +148,7 @@ def input_report(config, images: int) -> dict:
   # The reference: each whole JPEG decoded, and nothing else.
   files, _, _ = image_sets.source(data, 'train')
   tf = image_sets.tensorflow_cpu()
-  read = image_sets.read_jpeg(tf, data)
+  read = image_sets.read_jpeg(tf, image_sets.reads_paths(data, 'train'))
   bare = (
     files.repeat()
     .map(
@@ -173,7 +179,7 @@ def input_report(config, images: int) -> dict:
     1 / seconds_per_image / cores
   )
   return {
-    k: round(v, 1) if isinstance(v, float) else v for k, v in report.items()
+    k: round(v, 1) if k.endswith('_per_core') else v for k, v in report.items()
   }
 
 
