@@ -150,3 +150,12 @@ def test_random_erasing_boxes_and_rate(size):
   # 2-33% of the area (rounded sides), aspect 0.3-3.3, up to rounding.
   assert 0.005 < min(areas) and max(areas) < 0.45
   assert min(ratios) > 0.2 and max(ratios) < 5
+
+
+def test_an_unknown_augmentation_is_refused_before_reading():
+  from resnet_jax.data import inputs
+  from resnet_jax.errors import ConfigError
+  from tests.test_image_sets import data_config
+
+  with pytest.raises(ConfigError, match="auto_augment='auto' is not one of"):
+    inputs._check_data_config(data_config(auto_augment='auto'))

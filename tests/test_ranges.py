@@ -21,6 +21,8 @@ CONFIGS = [
   'configs/imagenet.py:resnet50',
   'configs/imagenet.py:resnext50_32x4d,schedule=paper',
   'configs/finetune.py:resnet18,mode=linear_probe',
+  'configs/bag_of_tricks.py:mixup',
+  'configs/bag_of_tricks.py:mixup,family=cifar',
 ]
 
 

@@ -13,6 +13,8 @@ class Run:
   name: str  # its workdir, under the experiment's
   config: str  # configs/FILE.py:ARG
   paper_error: float | None = None
+  # ImageNet runs: the protocol of the paper's number (data.eval_protocol)
+  test_protocol: str = 'ten_crop'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +38,17 @@ def _imagenet(name, error=None):
 # Table 6, section 4.2: test error (%) on CIFAR-10.
 TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
 _PLAIN_DEPTHS = (20, 32, 44, 56)  # Figure 6, left
+
+# "Bag of Tricks" (He, Zhang et al. 2019), Tables 3, 5 and 6: ResNet-50's
+# top-1 validation error (%, centre crop) as each trick is added.
+BAG_OF_TRICKS = {
+  'baseline': 100 - 75.87,
+  'efficient': 100 - 76.21,
+  'resnet_d': 100 - 77.16,
+  'cosine': 100 - 77.91,
+  'label_smoothing': 100 - 78.31,
+  'mixup': 100 - 79.15,
+}
 
 EXPERIMENTS = {
   'cifar_table6': Experiment(
@@ -68,6 +81,22 @@ EXPERIMENTS = {
       )
       for d in (20, 56, 110)
       for s in 'ABC'
+    ),
+  ),
+  'bag_of_tricks': Experiment(
+    '"Bag of Tricks" (2019): ResNet-50 from the baseline to ResNet-50-D '
+    'with cosine decay, label smoothing and mixup, one trick a run',
+    tuple(
+      Run(row, f'configs/bag_of_tricks.py:{row}', error, 'center')
+      for row, error in BAG_OF_TRICKS.items()
+    ),
+  ),
+  'bag_of_tricks_cifar': Experiment(
+    '"Bag of Tricks" on CIFAR-10: ResNet-20 from the 2015 recipe, one trick '
+    'a run',
+    tuple(
+      Run(row, f'configs/bag_of_tricks.py:{row},family=cifar')
+      for row in BAG_OF_TRICKS
     ),
   ),
   'imagenet_table2': Experiment(

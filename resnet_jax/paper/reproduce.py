@@ -113,10 +113,10 @@ def train_run(run, seed: int, config, workdir: str) -> dict:
 
   start = time.time()
   result = loop.train_and_evaluate(config, workdir)
-  if config.data.name == 'imagenet2012':  # the paper's test: 10 crops
+  if config.data.name == 'imagenet2012':  # the paper's test (10 crops)
     from resnet_jax.eval import saved_run
 
-    config.data.eval_protocol = 'ten_crop'
+    config.data.eval_protocol = run.test_protocol
     result = saved_run.evaluate_workdir(config, workdir)
   if 'top1_error' not in result:
     raise ConfigError(
