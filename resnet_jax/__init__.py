@@ -40,6 +40,7 @@ def network(
   shortcut: str | None = None,
   stride: str | None = None,
   block: str | None = None,
+  stem: str | None = None,
   dtype: str = 'float32',
   num_classes: int | None = None,
   family: str | None = None,
@@ -48,13 +49,17 @@ def network(
   'resnext50_32x4d', ...) as a Flax module, with the paper's defaults
   (option A on CIFAR nets and ResNet-18/34, B on the bottleneck nets; v1
   strides) unless `shortcut` ('A'-'D'), `stride` ('v1', 'v1.5'), `block`
-  ('standard', 'preact') or `dtype` ('float32', 'bfloat16') say otherwise.
+  ('standard', 'preact'), `stem` ('standard', 'deep': ResNet-C) or `dtype`
+  ('float32', 'bfloat16') say otherwise: ResNet-50-D is
+  network('resnet50', stride='v1.5', stem='deep', shortcut='D').
   `family` is 'imagenet' for depths 18, 34, 50, 101, 152 and 'cifar'
   (6n+2) otherwise; `num_classes` defaults to 1000 or 10."""
   from resnet_jax.config import arguments
   from resnet_jax.model import resnet
 
-  options = dict(shortcut=shortcut, stride=stride, block=block, dtype=dtype)
+  options = dict(
+    shortcut=shortcut, stride=stride, block=block, stem=stem, dtype=dtype
+  )
   arg = ','.join(
     [name] + [f'{k}={v}' for k, v in options.items() if v is not None]
   )

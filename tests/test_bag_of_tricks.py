@@ -12,14 +12,7 @@ from resnet_jax.paper import reproduce
 from resnet_jax.run import resume
 from tests.helpers import load_config
 
-ROWS = [
-  'baseline',
-  'efficient',
-  'resnet_d',
-  'cosine',
-  'label_smoothing',
-  'mixup',
-]
+ROWS = 'baseline efficient resnet_d cosine label_smoothing mixup'.split()
 IMAGENET_ADDS = {
   'efficient': {
     'train.batch_size': 1024,

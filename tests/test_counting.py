@@ -146,6 +146,11 @@ def test_resnet50_d_deep_stem_counts_derived_from_its_layers():
   standard_macs = pixels * 7 * 7 * 3 * 64
   assert d['macs'] == v15['macs'] - standard_macs + deep_macs
   assert round(d['macs'] / 1e9, 1) == 4.3  # Bag of Tricks, Table 5
+  # The public API builds the same network from its options.
+  import resnet_jax
+
+  api = resnet_jax.network('resnet50', stride='v1.5', stem='deep', shortcut='D')
+  assert counting.count(api, 224)['params'] == 25_576_264
 
 
 def test_deep_stem_shapes_and_names():

@@ -1,7 +1,8 @@
 """The paper's figures from an experiment's runs, as PNG files.
 
 curves: Figure 6's style. One panel per family (plain nets, ResNets, or
-one per shortcut option when an experiment compares them); per network a
+one per shortcut option when an experiment compares them; one for an
+ablation of a single network's recipe, a line per run); per network a
 dashed line for the training error and a bold line for the test (or
 validation) error, against iterations in units of 1e4. The training error
 is of the augmented training batches the loop logged, averaged over
@@ -95,22 +96,29 @@ def curves(experiment, root: str, seeds: int, path: str) -> str | None:
   if not found:
     return None
   shortcuts = {c.model.shortcut for _, c, _ in found if c.model.residual}
+  # An ablation of one network's recipe (Bag of Tricks): one panel, a
+  # line per run, named after the run.
+  by_run = len({_label(c) for _, c, _ in found}) == 1 and len(found) > 1
+
+  def panel_of(config):
+    return _label(config) if by_run else _panel(config, shortcuts)
+
   panels = []
   for _, config, _ in found:
-    if _panel(config, shortcuts) not in panels:
-      panels.append(_panel(config, shortcuts))
+    if panel_of(config) not in panels:
+      panels.append(panel_of(config))
   fig = Figure(figsize=(5.5 * len(panels), 4.2))
   axes = fig.subplots(1, len(panels), squeeze=False)[0]
   used = {}  # panel -> lines drawn: each line its own colour
   eval_name = 'test'
   top = 20.0  # the paper's axis; raised when the errors are higher
   for run, config, workdirs in found:
-    panel = _panel(config, shortcuts)
+    panel = panel_of(config)
     ax = axes[panels.index(panel)]
     colour = f'C{used.setdefault(panel, 0) % 10}'
     used[panel] += 1
     metrics = [read_metrics(w) for w in workdirs]
-    label = _label(config)
+    label = run.name if by_run else _label(config)
     if all(m['train'] for m in metrics):
       steps, values = _smooth(*_mean_over_seeds([m['train'] for m in metrics]))
       ax.plot(steps / 1e4, values, '--', color=colour, lw=1)
