@@ -83,6 +83,7 @@ def test_pca_lighting_shifts_each_image_by_one_colour():
   np.testing.assert_array_equal(off, images)
 
 
+MIX = jax.jit(augment.mix, static_argnums=5)
 BOTH = augment.Mixing(mixup_alpha=0.4, cutmix_alpha=1.0, prob=0.75)
 
 
@@ -90,7 +91,7 @@ def _mix(n, size, mixing, step=3, positions=None):
   images = jax.random.normal(jax.random.key(2), (n, size, size, 3))
   labels = jnp.arange(n, dtype=jnp.int32) % 10
   positions = jnp.arange(n) if positions is None else positions
-  mixed, targets = jax.jit(augment.mix, static_argnums=5)(
+  mixed, targets = MIX(
     jax.random.key(5), step, positions, images, labels, mixing
   )
   return (np.asarray(images), np.asarray(labels), np.asarray(mixed), targets)

@@ -18,6 +18,7 @@ from resnet_jax.run import saved
 from resnet_jax.train import finetune
 from resnet_jax.train import loop
 from resnet_jax.train import optim
+from tests.helpers import REPO
 from tests.helpers import SAMPLE
 from tests.helpers import load_config
 from tests.helpers import run_cli
@@ -181,6 +182,9 @@ def test_predict_rejects_bad_files(runs, tmp_path):
   ):
     with pytest.raises(ConfigError, match=match):
       predict.predict(str(probe_dir), [str(tmp_path / name)])
+  jpeg = str(next((REPO / 'data' / 'imagenet-sample').glob('train/*/*')))
+  with pytest.raises(ConfigError, match='keeps no moving average'):
+    predict.predict(str(probe_dir), [jpeg], weights='ema')
 
 
 def test_predict_cli_prints_one_json_line_per_image(runs):
@@ -246,7 +250,6 @@ def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):
   from resnet_jax.model import resnet
   from resnet_jax.model import torch_convert
   from resnet_jax.run import torchvision_io
-  from tests.helpers import REPO
 
   imagenet = load_config('configs/imagenet.py:resnet18,shortcut=B')
   imagenet.data.image_size = 32

@@ -176,6 +176,9 @@ def test_convert_cli_import_evaluate_export(tmp_path):
   assert back.keys() == tensors.keys()
   for name, value in tensors.items():
     np.testing.assert_array_equal(back[name], value, err_msg=name)
+  # An import keeps no moving average: --weights=ema is refused.
+  with pytest.raises(ConfigError, match='keeps no moving average'):
+    torchvision_io.export_checkpoint(str(workdir), str(out), weights='ema')
 
 
 def test_workdirs_saved_before_input_scale_still_resume_and_load(tmp_path):

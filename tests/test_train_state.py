@@ -1,27 +1,51 @@
 """The TrainState: the moving average of the weights (train.ema_decay)."""
 
+import functools
+
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from resnet_jax.train import loop
+from resnet_jax.train import steps
 from resnet_jax.train import train_state
-from tests.helpers import tiny_config
+
+
+class TinyNet(nn.Module):
+  """A dense layer, BN and a head: parameters and BN statistics."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Dense(4)(x.reshape(len(x), -1))
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.5)(x)
+    return nn.Dense(3, name='head')(nn.relu(x))
 
 
 def test_ema_follows_its_formula_through_training_steps():
-  config = tiny_config(length=3)
-  config.train.update(ema_decay=0.5, ema_warmup=True)
-  exp = loop.setup(config)
-  state = loop.initial_state(exp)
+  model, tx = TinyNet(), optax.sgd(0.5, momentum=0.9)
+  images = jax.random.normal(jax.random.key(0), (8, 2, 2, 3))
+  labels = jnp.arange(8) % 3
+  state = train_state.create(model, tx, (2, 2, 3), jnp.zeros(3), ema=True)
   assert isinstance(state, train_state.EmaTrainState)
-  weights = lambda s: jax.device_get(  # noqa: E731
-    {'params': s.params, 'batch_stats': s.batch_stats}
+  step = jax.jit(
+    functools.partial(
+      steps.train_step,
+      model=model,
+      tx=tx,
+      lr_fn=lambda s: 0.5,
+      ema_decay=0.5,
+      ema_warmup=True,
+    )
   )
+
+  def weights(s):
+    return jax.device_get({'params': s.params, 'batch_stats': s.batch_stats})
+
   expected = weights(state)  # the average starts at the initial weights
-  step = loop.train_fn(exp, 0)
   for n in range(3):
-    state, _ = step(state)
+    state, _ = step(state, images, labels)
     # TensorFlow's num_updates warm-up: min(0.5, (1 + n) / (10 + n)).
     decay = min(0.5, (1 + n) / (10 + n))
     expected = jax.tree.map(
@@ -36,6 +60,12 @@ def test_ema_follows_its_formula_through_training_steps():
     expected['params']['head']['kernel'],
     weights(state)['params']['head']['kernel'],
   )
+  # Without ema_decay the step keeps no average.
+  plain = train_state.create(model, tx, (2, 2, 3), jnp.zeros(3))
+  plain, _ = jax.jit(
+    functools.partial(steps.train_step, model=model, tx=tx, lr_fn=lambda s: 0.5)
+  )(plain, images, labels)
+  assert plain.ema is None
 
 
 def test_weights_are_selected_by_name():
