@@ -23,6 +23,7 @@ from resnet_jax.eval import evaluator
 from resnet_jax.eval import saved_run
 from resnet_jax.run import saved
 from resnet_jax.train import loop
+from tests.helpers import few_devices
 from tests.test_image_sets import FOLDER
 from tests.test_image_sets import WNIDS
 from tests.test_image_sets import imagenet_train_config
@@ -118,7 +119,8 @@ def trained(tmp_path_factory):
   first = next((root / 'val' / 'n01440764').glob('*.JPEG'))
   shutil.copy(first, first.with_name('copy.JPEG'))
   workdir = tmp_path_factory.mktemp('run')
-  loop.train_and_evaluate(small_config(root, eval_on='none'), str(workdir))
+  config = small_config(root, eval_on='none')
+  loop.train_and_evaluate(config, str(workdir), few_devices())
   return root, workdir
 
 

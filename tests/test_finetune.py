@@ -20,6 +20,7 @@ from resnet_jax.train import loop
 from resnet_jax.train import optim
 from tests.helpers import REPO
 from tests.helpers import SAMPLE
+from tests.helpers import few_devices
 from tests.helpers import load_config
 from tests.helpers import run_cli
 
@@ -287,7 +288,7 @@ def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):
     1,
     2,
   )
-  loop.train_and_evaluate(config, str(tmp_path / 'probe'))
+  loop.train_and_evaluate(config, str(tmp_path / 'probe'), few_devices())
   probe_config, _, probe = saved.load(str(tmp_path / 'probe'))
   mean, scale = torch_convert.input_normalisation()
   assert probe_config.data.mean == 'channel'

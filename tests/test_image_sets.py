@@ -10,6 +10,7 @@ from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import layout
 from tests.helpers import REPO
+from tests.helpers import few_devices
 from tests.helpers import load_config
 
 FOLDER = REPO / 'data' / 'imagenet-sample'
@@ -236,7 +237,7 @@ def test_image_folder_trains_resumes_and_evaluates(tmp_path):
   workdir = tmp_path / 'run'
   config = imagenet_train_config(root)
   config.data.update(auto_augment='trivial', random_erasing=0.25)
-  first = loop.train_and_evaluate(config, str(workdir))
+  first = loop.train_and_evaluate(config, str(workdir), few_devices())
   assert first['num_examples'] == 40 and first['step'] == 4
   records = read_metrics(workdir)
   assert [r['step'] for r in records] == [1, 2, 3, 4]
@@ -253,7 +254,7 @@ def test_image_folder_trains_resumes_and_evaluates(tmp_path):
   assert inputs.for_config(config, str(workdir)).num_train == 40
   config = imagenet_train_config(root, 6)
   config.data.update(auto_augment='trivial', random_erasing=0.25)
-  more = loop.train_and_evaluate(config, str(workdir))
+  more = loop.train_and_evaluate(config, str(workdir), few_devices())
   assert more['step'] == 6
   assert [r['step'] for r in read_metrics(workdir)] == [1, 2, 3, 4, 5, 6]
 

@@ -27,11 +27,11 @@ FLAGS = tiny_flags(length=2000, checkpoint_every=4)
 
 def test_a_second_run_is_refused_while_readers_read(tmp_path):
   workdir = tmp_path / 'run'
-  first = start_cli('train.py', *FLAGS, f'--workdir={workdir}')
+  first = start_cli('train.py', *FLAGS, f'--workdir={workdir}', devices=2)
   try:
     wait_for_step(first, workdir, 9)  # checkpoints 4 and 8 are saved
     before = sorted(os.listdir(workdir))
-    second = run_cli('train.py', *FLAGS, f'--workdir={workdir}')
+    second = run_cli('train.py', *FLAGS, f'--workdir={workdir}', devices=2)
     assert second.returncode == 2, second.stderr[-2000:]
     (line,) = error_lines(second.stderr)
     assert f'{workdir} is in use by another run (host ' in line

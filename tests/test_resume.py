@@ -21,6 +21,7 @@ from resnet_jax.train import loop
 from tests.helpers import REPO
 from tests.helpers import SAMPLE
 from tests.helpers import error_lines
+from tests.helpers import few_devices
 from tests.helpers import read_metrics
 from tests.helpers import run_cli
 from tests.helpers import start_cli
@@ -306,14 +307,14 @@ def test_every_switch_on_resumes_bit_identical_and_a_trace_changes_nothing(
   traced, resumed = tmp_path / 'traced', tmp_path / 'resumed'
   # Uninterrupted, tracing step 2 for the profiler.
   whole = loop.train_and_evaluate(
-    _every_switch(4, profile_steps=(1, 2)), str(traced)
+    _every_switch(4, profile_steps=(1, 2)), str(traced), few_devices()
   )
   # The same run stopped after step 2: its workdir as it was then (the
   # checkpoint at 2; the log is cut back when it resumes).
   shutil.copytree(traced, resumed)
   shutil.rmtree(resumed / 'checkpoints' / '4')
   shutil.rmtree(resumed / 'tensorboard')
-  again = loop.train_and_evaluate(_every_switch(4), str(resumed))
+  again = loop.train_and_evaluate(_every_switch(4), str(resumed), few_devices())
   timing = 'steady_images_per_sec'
   assert {k: v for k, v in whole.items() if k != timing} == {
     k: v for k, v in again.items() if k != timing
