@@ -171,9 +171,10 @@ def _check_data_config(d):
   if d.eval_on not in ('val', 'none'):
     raise ConfigError(f'data.eval_on={d.eval_on!r} is not one of val, none')
   image_sets.check_protocol(d.eval_protocol)
-  if d.auto_augment not in (None, 'rand', 'trivial'):
+  if d.auto_augment not in (None, *image_sets.AUTO_AUGMENTS):
     raise ConfigError(
-      f'data.auto_augment={d.auto_augment!r} is not one of None, rand, trivial'
+      f'data.auto_augment={d.auto_augment!r} is not one of None, '
+      + ', '.join(image_sets.AUTO_AUGMENTS)
     )
   if d.train_crop not in ('scale', 'inception'):
     raise ConfigError(
