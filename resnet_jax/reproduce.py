@@ -21,17 +21,39 @@ WORKDIR/responses.png the std of each layer's response (Figure 7; each
 run's seed 0, saved in its responses.json). WORKDIR/experiment.json
 records the command; `python -m resnet_jax.results` turns such folders
 into the README's results section. `--runs=a,b` trains only those runs
-of the experiment; `--dry_run` prints the train.py commands.
+of the experiment; `--dry_run` prints the train.py commands. EXPERIMENT
+is a built-in name or FILE.py:NAME, the EXPERIMENTS[NAME] of a file of
+yours (experiments.Run's, each with its own overrides if it has any).
+
+Many runs at once (README, "Many runs at once"):
+
+  # a workstation: 4 runs at a time, 2 GPUs each, the rest queued
+  python -m resnet_jax.reproduce cifar_table6 --workdir=runs/t6 --seeds=5 \
+      --launcher=local --jobs=4 --devices_per_job=2
+  # a SLURM cluster: one job array, one task per run
+  python -m resnet_jax.reproduce imagenet_table3 --workdir=runs/t3 \
+      --launcher=slurm --partition=gpu --nodes=2 --gpus_per_node=8 \
+      --time=3-00:00:00 --nowait
+
+--jobs=1 (the default) trains the runs one after another in this
+process. With --jobs=N each run is a process of its own, its output in
+WORKDIR/RUN/seedK/log.txt; a run that fails is a ledger row marked
+failed and the others go on. With --launcher=slurm the command waits for
+the array and writes the ledger; with --nowait it returns once the array
+is queued, and the same command later (it submits only what is neither
+finished nor queued) or --collect writes the ledger.
 """
 
-import json
 import os
+import re
 import shlex
+import sys
 
 from absl import flags
 
 from resnet_jax import errors
 from resnet_jax.errors import ConfigError
+from resnet_jax.errors import Stopped
 from resnet_jax.paper import experiments
 from resnet_jax.paper.reproduce import command
 from resnet_jax.paper.reproduce import finish
@@ -39,6 +61,8 @@ from resnet_jax.paper.reproduce import markdown
 from resnet_jax.paper.reproduce import plan_runs
 from resnet_jax.paper.reproduce import run_plan
 from resnet_jax.paper.reproduce import select
+from resnet_jax.paper.reproduce import unfinished
+from resnet_jax.run import files
 from resnet_jax.run import layout
 
 FLAGS = flags.FLAGS
@@ -55,38 +79,197 @@ def reproduce_command(name: str, root: str) -> str:
   return ' '.join(['python -m resnet_jax.reproduce', *map(shlex.quote, args)])
 
 
-def main(argv):
-  if len(argv) != 2 or argv[1] not in experiments.EXPERIMENTS:
+SLURM_FLAGS = (
+  'partition',
+  'account',
+  'qos',
+  'time',
+  'nodes',
+  'gpus_per_node',
+  'cpus_per_task',
+  'mem_gb',
+  'sbatch',
+  'max_running',
+  'nowait',
+  'poll_s',
+)
+LOCAL_FLAGS = ('jobs', 'devices_per_job')
+
+
+def check_launcher_flags():
+  """Each launcher's flags with that launcher only, every count positive."""
+  other = LOCAL_FLAGS if FLAGS.launcher == 'slurm' else SLURM_FLAGS
+  given = [name for name in other if FLAGS[name].present]
+  if given:
     raise ConfigError(
-      'name one experiment: ' + ', '.join(experiments.EXPERIMENTS)
+      f'--{given[0]} is not a flag of --launcher={FLAGS.launcher} (the '
+      'local launcher takes --jobs and --devices_per_job; slurm its '
+      'resources, --nowait and --poll_s)'
     )
+  for name in ('jobs', 'nodes', 'cpus_per_task', 'max_running'):
+    if FLAGS[name].value < 1:
+      raise ConfigError(f'--{name}={FLAGS[name].value} must be at least 1')
+  if FLAGS.gpus_per_node < 0:
+    raise ConfigError(f'--gpus_per_node={FLAGS.gpus_per_node} is negative')
+  if FLAGS.devices_per_job is not None and FLAGS.devices_per_job < 1:
+    raise ConfigError(
+      f'--devices_per_job={FLAGS.devices_per_job} must be at least 1'
+    )
+
+
+def minutes(text: str) -> int:
+  """SLURM's time formats -> minutes: MM, HH:MM:SS, D-HH[:MM[:SS]]."""
+  m = re.fullmatch(r'(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?', text.strip())
+  if not m:
+    raise ConfigError(
+      f'--time={text}: expected minutes, HH:MM:SS or D-HH:MM:SS'
+    )
+  days, a, b, c = (int(g) if g else None for g in m.groups())
+  if days is None and b is None:
+    total = a  # minutes
+  elif days is None and c is None:
+    total = a + b / 60  # MM:SS
+  else:
+    hours, mins, secs = a, b or 0, c or 0
+    total = (days or 0) * 1440 + hours * 60 + mins + secs / 60
+  if total < 1:
+    raise ConfigError(f'--time={text}: at least a minute')
+  return int(round(total))
+
+
+def resources():
+  from resnet_jax.launch import slurm
+
+  return slurm.Resources(
+    partition=FLAGS.partition,
+    account=FLAGS.account,
+    qos=FLAGS.qos,
+    time_min=minutes(FLAGS.time),
+    nodes=FLAGS.nodes,
+    gpus_per_node=FLAGS.gpus_per_node,
+    cpus_per_task=FLAGS.cpus_per_task,
+    mem_gb=FLAGS.mem_gb,
+    sbatch=tuple(FLAGS.sbatch),
+    max_running=FLAGS.max_running,
+  )
+
+
+def launch(plan, root: str, name: str) -> bool:
+  """Runs what is unfinished with the chosen launcher; False when it
+  returns before the runs end (--nowait)."""
+  left = unfinished(plan)
+  if FLAGS.launcher == 'local' and FLAGS.jobs == 1:
+    import jax
+
+    per_job = FLAGS.devices_per_job
+    run_plan(left, jax.devices()[:per_job] if per_job else None)
+    return True
+  import jax
+
+  # This process only plans and waits: it takes no accelerator from the
+  # runs (the ledger's parameter counts need no more than the CPU).
+  jax.config.update('jax_platforms', 'cpu')
+  if FLAGS.launcher == 'local':
+    from resnet_jax.launch import local
+
+    task_dir = os.path.join(root, 'launch')
+    local.run_all(left, FLAGS.jobs, FLAGS.devices_per_job, task_dir)
+    return True
+  from resnet_jax.launch import slurm
+
+  queued = slurm.in_queue() or set()
+  left_dirs = {t.workdir for t in left}
+  waiting = [
+    r
+    for r in slurm.read_jobs(root)
+    if r['workdir'] in left_dirs and r['job_id'] in queued
+  ]
+  busy = {r['workdir'] for r in waiting}
+  for r in waiting:
+    print(
+      f'{r["run"]} seed {r["seed"]}: already queued as job {r["job_id"]}',
+      file=sys.stderr,
+    )
+  new = slurm.submit(
+    [t for t in left if t.workdir not in busy],
+    root,
+    name,
+    resources(),
+  )
+  if new:
+    array = new[0]['job_id'].split('_')[0]
+    print(f'submitted job array {array}: {len(new)} runs', file=sys.stderr)
+    print(f'slurm job {array}')
+  if FLAGS.nowait:
+    print(
+      'not waiting (--nowait): run the same command again, or with '
+      '--collect, to write the ledger once the runs end',
+      file=sys.stderr,
+    )
+    return False
+  slurm.wait(waiting + new, FLAGS.poll_s)
+  return True
+
+
+def collect(plan, root: str):
+  """--collect: the runs that have left the queue settled (finished or
+  failed), nothing submitted or waited for."""
+  if FLAGS.launcher != 'slurm':
+    return
+  import jax
+
+  jax.config.update('jax_platforms', 'cpu')
+  from resnet_jax.launch import slurm
+
+  queued = slurm.in_queue()
+  dirs = {t.workdir for t in plan}
+  for record in slurm.read_jobs(root):
+    if record['workdir'] in dirs:
+      slurm.settle(record, queued)
+
+
+def main(argv):
+  if len(argv) != 2:
+    experiments.load('')  # the one-line list of experiments
+  experiment = select(experiments.load(argv[1]), FLAGS.runs)
   if not FLAGS.workdir:
     raise ConfigError('--workdir=DIR is required')
   if FLAGS.seeds < 1:
     raise ConfigError(f'--seeds={FLAGS.seeds} must be at least 1')
-  experiment = select(experiments.EXPERIMENTS[argv[1]], FLAGS.runs)
+  check_launcher_flags()
+  if FLAGS.launcher == 'slurm':
+    resources().parameters(argv[1])  # --time and --sbatch checked here
   root = FLAGS.workdir
   plan = plan_runs(experiment, root, FLAGS.seeds, FLAGS.set, FLAGS.steps_scale)
   if FLAGS.dry_run:
-    for run, _, config, workdir in plan:
-      print(command(run, config, workdir))
+    for task in plan:
+      print(command(task.run, task.config, task.workdir))
     return
   os.makedirs(root, exist_ok=True)
-  with open(layout.path(root, layout.EXPERIMENT), 'w') as f:
-    json.dump(
-      dict(
-        experiment=argv[1],
-        description=experiment.description,
-        command=reproduce_command(argv[1], root),
-        runs=[run.name for run in experiment.runs],
-        seeds=FLAGS.seeds,
-        steps_scale=FLAGS.steps_scale,
-      ),
-      f,
-      indent=1,
+  files.write_json(
+    layout.path(root, layout.EXPERIMENT),
+    dict(
+      experiment=argv[1],
+      description=experiment.description,
+      command=reproduce_command(argv[1], root),
+      runs=[run.name for run in experiment.runs],
+      seeds=FLAGS.seeds,
+      steps_scale=FLAGS.steps_scale,
+    ),
+  )
+  if FLAGS.collect:
+    collect(plan, root)
+  elif not launch(plan, root, os.path.basename(argv[1])):
+    return
+  rows = finish(experiment, root, FLAGS.seeds)
+  print(markdown(rows))
+  failed = sum(r['failed'] for r in rows)
+  if failed:
+    raise Stopped(
+      f'{failed} of {len(plan)} runs failed (ledger.md lists each with '
+      'its error and log); the same command starts them again',
+      1,
     )
-  run_plan(plan)
-  print(markdown(finish(experiment, root, FLAGS.seeds)))
 
 
 def define_flags():
@@ -103,6 +286,43 @@ def define_flags():
     'runs', [], 'Only these runs of the experiment, e.g. plain20,resnet20.'
   )
   flags.DEFINE_bool('dry_run', False, 'Print the commands only.')
+  flags.DEFINE_enum(
+    'launcher', 'local', ['local', 'slurm'], 'Where the runs train.'
+  )
+  flags.DEFINE_integer(
+    'jobs', 1, 'local: runs at a time, each a process (1: this process).'
+  )
+  flags.DEFINE_integer(
+    'devices_per_job',
+    None,
+    'local: devices of each run (GPUs, TPU chips or CPU host devices); '
+    "default: the machine's shared out (CPU: XLA_FLAGS's count, or 1).",
+  )
+  flags.DEFINE_bool(
+    'collect', False, 'Write the ledger from the runs that have ended.'
+  )
+  flags.DEFINE_string('partition', None, 'slurm: partition (-p).')
+  flags.DEFINE_string('account', None, 'slurm: account (-A).')
+  flags.DEFINE_string('qos', None, 'slurm: quality of service (--qos).')
+  flags.DEFINE_string(
+    'time', '1-00:00:00', 'slurm: time limit per run (then requeued).'
+  )
+  flags.DEFINE_integer('nodes', 1, 'slurm: nodes per run.')
+  flags.DEFINE_integer('gpus_per_node', 1, 'slurm: GPUs per node (0: none).')
+  flags.DEFINE_integer(
+    'cpus_per_task', 8, 'slurm: CPUs per node of a run (input pipeline).'
+  )
+  flags.DEFINE_float('mem_gb', None, 'slurm: memory per node (default: the cluster\'s).')
+  flags.DEFINE_multi_string(
+    'sbatch', [], 'slurm: extra sbatch option KEY=VALUE, e.g. constraint=a100.'
+  )
+  flags.DEFINE_integer(
+    'max_running', 256, 'slurm: tasks of the array at once (%M).'
+  )
+  flags.DEFINE_bool(
+    'nowait', False, 'slurm: return once queued (print the job id).'
+  )
+  flags.DEFINE_float('poll_s', 30, 'slurm: seconds between looks at squeue.')
 
 
 def cli():

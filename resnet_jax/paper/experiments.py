@@ -2,10 +2,16 @@
 
 Each run is a config file argument (what `train.py --config=` takes) and
 the paper's error for it (%, CIFAR-10 test or ImageNet 10-crop top-1
-validation), where the paper tabulates one.
+validation), where the paper tabulates one. An experiment of your own is
+a Python file with a dict EXPERIMENTS of them, named on the command line
+as FILE.py:NAME (`load`).
 """
 
 import dataclasses
+import importlib.util
+import os
+
+from resnet_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,6 +21,9 @@ class Run:
   paper_error: float | None = None
   # ImageNet runs: the protocol of the paper's number (data.eval_protocol)
   test_protocol: str = 'ten_crop'
+  # KEY=VALUE overrides of this run alone (an ablation's values), applied
+  # after the command's --set ones
+  overrides: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,3 +129,29 @@ EXPERIMENTS = {
     ),
   ),
 }
+
+
+def load(name: str) -> Experiment:
+  """A built-in experiment by name, or FILE.py:NAME, the EXPERIMENTS[NAME]
+  of a Python file of your own."""
+  if name in EXPERIMENTS:
+    return EXPERIMENTS[name]
+  path, sep, key = name.rpartition(':')
+  if not sep or not path.endswith('.py'):
+    raise ConfigError(
+      'name one experiment: '
+      + ', '.join(EXPERIMENTS)
+      + ', or FILE.py:NAME (the EXPERIMENTS dict of a file of yours)'
+    )
+  if not os.path.isfile(path):
+    raise ConfigError(f'{name}: no file {path}')
+  spec = importlib.util.spec_from_file_location('experiments_file', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  found = getattr(module, 'EXPERIMENTS', {})
+  if key not in found:
+    raise ConfigError(
+      f'{name}: {path} has no EXPERIMENTS[{key!r}]; it has: '
+      + (', '.join(found) or 'none')
+    )
+  return found[key]

@@ -8,14 +8,15 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
-import time
-
-import jax
 
 from resnet_jax.config import arguments
+from resnet_jax.config import ranges
 from resnet_jax.errors import ConfigError
+from resnet_jax.launch.task import outcome
+from resnet_jax.launch.task import read_failure
+from resnet_jax.launch.task import run_task
+from resnet_jax.launch.task import Task
 from resnet_jax.model import counting
 from resnet_jax.model import resnet
 from resnet_jax.paper import experiments
@@ -74,10 +75,14 @@ def scale_durations(config, scale: float):
 
 
 def run_config(run: experiments.Run, seed: int, overrides, scale: float):
+  """The run's config: the file's, the command's --set overrides, the
+  run's own, durations scaled, the seed; every numeric key checked."""
   config = arguments.load(run.config)
   apply_overrides(config, overrides)
+  apply_overrides(config, run.overrides)
   scale_durations(config, scale)
   config.train.seed = seed
+  ranges.check(config)  # a sweep's typo refused before any run starts
   return config
 
 
@@ -94,62 +99,24 @@ def command(run, config, workdir: str) -> str:
   return ' '.join(['python -m resnet_jax.train', *map(shlex.quote, args)])
 
 
-def _commit() -> str:
-  try:
-    return subprocess.run(
-      ['git', 'rev-parse', '--short', 'HEAD'],
-      cwd=arguments.REPO,
-      capture_output=True,
-      text=True,
-      check=True,
-    ).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
-
-
-def train_run(run, seed: int, config, workdir: str) -> dict:
-  """Trains (or resumes) one run; writes and returns its result.json."""
-  from resnet_jax.train import loop
-
-  start = time.time()
-  result = loop.train_and_evaluate(config, workdir)
-  if config.data.name == 'imagenet2012':  # the paper's test (10 crops)
-    from resnet_jax.eval import saved_run
-
-    config.data.eval_protocol = run.test_protocol
-    result = saved_run.evaluate_workdir(config, workdir)
-  if 'top1_error' not in result:
-    raise ConfigError(
-      f'{run.name}: no evaluation result; set data.eval_on to a split'
-    )
-  record = dict(
-    run=run.name,
-    config=run.config,
-    seed=seed,
-    error=100 * result['top1_error'],
-    steps=result['step'],
-    wall_clock_s=time.time() - start,
-    device=jax.devices()[0].device_kind,
-    devices=jax.device_count(),
-    commit=_commit(),
-  )
-  with open(layout.path(workdir, layout.RESULT), 'w') as f:
-    json.dump(record, f, indent=1)
-  return record
-
-
 def ledger(experiment: experiments.Experiment, root: str, seeds: int) -> list:
   """One row per run: its network, the paper's error and ours over the
-  seeds that have finished."""
+  seeds that have finished; `failures`, the seeds that failed, each with
+  its one-line error and log."""
   rows = []
   for run in experiment.runs:
-    done = []
+    done, failures = [], []
     for seed in range(seeds):
-      path = layout.path(root, run.name, f'seed{seed}', layout.RESULT)
+      workdir = os.path.join(root, run.name, f'seed{seed}')
+      path = layout.path(workdir, layout.RESULT)
       if os.path.exists(path):
         with open(path) as f:
           done.append(json.load(f))
-    config = arguments.load(run.config)
+      elif (failure := read_failure(workdir)) is not None:
+        failures.append(
+          f'seed {seed}: {failure["error"]} (log: {failure["log"]})'
+        )
+    config = apply_overrides(arguments.load(run.config), run.overrides)
     model = resnet.build(config.model, config.data.num_classes)
     errors_ = [r['error'] for r in done]
     rows.append(
@@ -165,12 +132,15 @@ def ledger(experiment: experiments.Experiment, root: str, seeds: int) -> list:
         wall_clock_s=sum(r['wall_clock_s'] for r in done) if done else None,
         device=done[0]['device'] if done else None,
         commit=done[0]['commit'] if done else None,
+        failed=len(failures),
+        failures='; '.join(failures),
       )
     )
   return rows
 
 
 def markdown(rows) -> str:
+  """The ledger as a table, then a line for each failed run."""
   head = (
     '| model | shortcut | params | paper error % | our error % | seeds '
     '| steps | wall-clock | device | commit |\n'
@@ -179,6 +149,8 @@ def markdown(rows) -> str:
   lines = [head]
   for r in rows:
     ours = '' if r['error_mean'] is None else f'{r["error_mean"]:.2f}'
+    if r.get('failed') and r['error_mean'] is None:
+      ours = 'failed'
     if r['error_std'] is not None:
       ours += f' +- {r["error_std"]:.2f}'
     paper = '' if r['paper_error'] is None else f'{r["paper_error"]:.2f}'
@@ -188,6 +160,10 @@ def markdown(rows) -> str:
       f'| {ours} | {r["seeds"]} | {r["steps"] or ""} | {wall} '
       f'| {r["device"] or ""} | {r["commit"] or ""} |'
     )
+  failed = [r for r in rows if r.get('failed')]
+  if failed:
+    lines.append('')
+    lines += [f'- {r["model"]} failed, {r["failures"]}' for r in failed]
   return '\n'.join(lines) + '\n'
 
 
@@ -217,11 +193,13 @@ def select(experiment, names):
   )
 
 
-def plan_runs(experiment, root: str, seeds: int, overrides, scale: float):
-  """[(run, seed, config, workdir)]: every config built, and so checked,
-  before any run starts."""
+def plan_runs(
+  experiment, root: str, seeds: int, overrides, scale: float
+) -> list[Task]:
+  """A Task (run, seed, config, workdir) for each run and seed: every
+  config built, and so checked, before any run starts."""
   return [
-    (
+    Task(
       run,
       seed,
       run_config(run, seed, overrides, scale),
@@ -232,17 +210,26 @@ def plan_runs(experiment, root: str, seeds: int, overrides, scale: float):
   ]
 
 
-def run_plan(plan) -> list[str]:
-  """Trains the unfinished runs (resuming any with checkpoints); returns
-  the workdirs it trained."""
+def unfinished(plan) -> list[Task]:
+  """The tasks without a result.json, saying which are skipped."""
+  left = []
+  for task in plan:
+    if outcome(task.workdir) == 'finished':
+      print(f'{task.label}: finished, skipped', file=sys.stderr)
+    else:
+      left.append(task)
+  return left
+
+
+def run_plan(plan, devices=None) -> list[str]:
+  """Trains the unfinished runs one after another in this process
+  (resuming any with checkpoints) on `devices` (None: all); returns the
+  workdirs it trained. A failure stops here (its failure.json written)."""
   trained = []
-  for run, seed, config, workdir in plan:
-    if os.path.exists(layout.path(workdir, layout.RESULT)):
-      print(f'{run.name} seed {seed}: finished, skipped', file=sys.stderr)
-      continue
-    print(f'{run.name} seed {seed}: training in {workdir}', file=sys.stderr)
-    train_run(run, seed, config, workdir)
-    trained.append(workdir)
+  for task in unfinished(plan):
+    print(f'{task.label}: training in {task.workdir}', file=sys.stderr)
+    run_task(task, devices)
+    trained.append(task.workdir)
   return trained
 
 

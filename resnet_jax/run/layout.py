@@ -12,6 +12,11 @@ WORKDIR/lock                held by the run that trains there (lock.py)
 WORKDIR/result.json         a finished run of `reproduce`; responses.json
                             its Figure 7 statistics; experiment.json (in
                             an experiment's folder) the command
+WORKDIR/failure.json        a run of `reproduce` that failed: its one-line
+                            error and log (removed when it starts again)
+WORKDIR/log.txt             the output of a run that a launcher started
+                            in a process of its own (log.rankR.txt: the
+                            other processes of a multi-node run)
 """
 
 import os
@@ -26,6 +31,8 @@ LOCK = 'lock'
 RESULT = 'result.json'
 RESPONSES = 'responses.json'
 EXPERIMENT = 'experiment.json'
+FAILURE = 'failure.json'
+LOG = 'log.txt'
 
 
 def path(workdir: str, name: str, *more: str) -> str:

@@ -3,13 +3,23 @@
 One process: our own signal handlers raise a flag that the loop reads each
 step. Several processes: JAX's preemption service (which catches SIGTERM
 on any host) makes every process agree on the step to save at, through
-Orbax's `reached_preemption`.
+Orbax's `reached_preemption`. A scheduler's own warning (SLURM's USR2
+before a time limit, launch/slurm.py) asks the same through `request`.
 """
 
 import signal
 import threading
 
 import jax
+
+_requested = []  # signal names asked for by `request`, this process
+
+
+def request(signal_name: str):
+  """Asks this process's training loop (the running one, or the next) to
+  save at its current step and stop, as SIGTERM does; for one process
+  (several agree on the step through SIGTERM and JAX's service)."""
+  _requested.append(signal_name)
 
 
 class Watcher:
@@ -33,6 +43,7 @@ class Watcher:
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+    _requested.clear()  # answered: this loop saved and stopped, or ended
     return False
 
   def _handle(self, signum, frame):
@@ -45,6 +56,8 @@ class Watcher:
         self.signal_name = self.signal_name or 'SIGTERM'
         return True
       return False
+    if _requested and self.signal_name is None:
+      self.signal_name = _requested[0]
     return self.signal_name is not None
 
   @property

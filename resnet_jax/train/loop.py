@@ -26,6 +26,7 @@ from resnet_jax.errors import Stopped
 from resnet_jax.eval import evaluator
 from resnet_jax.model import resnet
 from resnet_jax.run import checkpoint
+from resnet_jax.run import files
 from resnet_jax.run import layout
 from resnet_jax.run import lock
 from resnet_jax.run import metrics_writer
@@ -227,27 +228,14 @@ def _write_config(exp: Experiment, workdir: str):
   path = layout.path(workdir, layout.CONFIG)
   with errors.writing(path, 'writing the config'):
     text = exp.config.to_json_best_effort(indent=2, sort_keys=True) + '\n'
-    _replace(path, text)
+    files.replace(path, text)
   if exp.input.classes:
     path = layout.path(workdir, layout.CLASSES)
     with errors.writing(path, 'writing the class names'):
-      _replace(path, json.dumps(list(exp.input.classes)))
+      files.replace(path, json.dumps(list(exp.input.classes)))
   path = layout.path(workdir, layout.TRAIN_FILES)
   with errors.writing(path, 'writing the list of training files'):
     exp.input.save_listing(workdir)
-
-
-def _replace(path: str, text: str):
-  """Writes `text` to `path` whole or not at all: a full disk never
-  leaves a config.json cut short."""
-  tmp = f'{path}.tmp{os.getpid()}'
-  try:
-    with open(tmp, 'w') as f:
-      f.write(text)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def _start(exp: Experiment) -> train_state.TrainState:

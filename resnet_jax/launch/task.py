@@ -1,0 +1,183 @@
+"""One run of an experiment as a unit of work: train it (or resume it),
+test it by the paper's protocol, and leave its outcome in its workdir.
+
+WORKDIR/result.json says it finished; WORKDIR/failure.json that it failed,
+with its one-line error and the path of its log. The same task runs in
+the reproduce command's own process (--jobs=1), in a process of its own
+(launch/local.py starts `python -m resnet_jax.launch.task FILE`) and as a
+SLURM task (launch/slurm.py).
+
+A run stopped by a signal (preemption, a time limit, Ctrl-C) has saved its
+checkpoint and is not a failure: started again, it resumes.
+"""
+
+import os
+import pickle
+import subprocess
+import sys
+import time
+import typing
+from typing import Any
+
+import jax
+
+from resnet_jax import errors
+from resnet_jax.config import arguments
+from resnet_jax.errors import ConfigError
+from resnet_jax.paper import experiments
+from resnet_jax.run import files
+from resnet_jax.run import layout
+
+
+class Task(typing.NamedTuple):
+  """A run of an experiment with one seed, its config built and checked."""
+
+  run: experiments.Run
+  seed: int
+  config: Any  # the ConfigDict the run trains with
+  workdir: str
+
+  @property
+  def label(self) -> str:
+    return f'{self.run.name} seed {self.seed}'
+
+  @property
+  def log(self) -> str:
+    return layout.path(self.workdir, layout.LOG)
+
+
+def outcome(workdir: str) -> str | None:
+  """'finished', 'failed', or None (never run, running, or stopped)."""
+  if os.path.exists(layout.path(workdir, layout.RESULT)):
+    return 'finished'
+  if os.path.exists(layout.path(workdir, layout.FAILURE)):
+    return 'failed'
+  return None
+
+
+def read_failure(workdir: str) -> dict | None:
+  return files.read_json(layout.path(workdir, layout.FAILURE))
+
+
+def write_failure(task: Task, error: str, exit_code: int | None = None):
+  """failure.json: the run's one-line error and where its log is."""
+  os.makedirs(task.workdir, exist_ok=True)
+  files.write_json(
+    layout.path(task.workdir, layout.FAILURE),
+    dict(
+      run=task.run.name,
+      seed=task.seed,
+      error=error,
+      log=os.path.abspath(task.log),
+      exit_code=exit_code,
+      time=time.time(),
+    ),
+  )
+
+
+def one_line(error: BaseException) -> str:
+  """The error as the ledger shows it: a ConfigError's or a stopped run's
+  own line; otherwise the exception's type and its first line."""
+  text = str(error).strip()
+  first = text.splitlines()[0][:300] if text else ''
+  if isinstance(error, (ConfigError, errors.Stopped)):
+    return first
+  return f'{type(error).__name__}: {first}' if first else type(error).__name__
+
+
+def interrupted(error: BaseException) -> bool:
+  """A run stopped by a signal after saving (exit status 128 + N)."""
+  return isinstance(error, errors.Stopped) and error.exit_code > 128
+
+
+def commit() -> str:
+  """The checkout's commit, or 'unknown' for an installed copy."""
+  try:
+    return subprocess.run(
+      ['git', 'rev-parse', '--short', 'HEAD'],
+      cwd=arguments.REPO,
+      capture_output=True,
+      text=True,
+      check=True,
+    ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def train_run(task: Task, devices=None) -> dict:
+  """Trains (or resumes) the run on `devices` (None: all of this process's);
+  writes and returns its result.json."""
+  from resnet_jax.train import loop
+
+  run, config, workdir = task.run, task.config, task.workdir
+  start = time.time()
+  result = loop.train_and_evaluate(config, workdir, devices)
+  if config.data.name == 'imagenet2012':  # the paper's test (10 crops)
+    from resnet_jax.eval import saved_run
+
+    config.data.eval_protocol = run.test_protocol
+    result = saved_run.evaluate_workdir(config, workdir)
+  if 'top1_error' not in result:
+    raise ConfigError(
+      f'{run.name}: no evaluation result; set data.eval_on to a split'
+    )
+  used = devices if devices is not None else jax.devices()
+  record = dict(
+    run=run.name,
+    config=run.config,
+    seed=task.seed,
+    error=100 * result['top1_error'],
+    steps=result['step'],
+    wall_clock_s=time.time() - start,
+    device=used[0].device_kind,
+    devices=len(used) * jax.process_count(),
+    commit=commit(),
+  )
+  if jax.process_index() == 0:
+    files.write_json(layout.path(workdir, layout.RESULT), record)
+  return record
+
+
+def forget_failure(workdir: str):
+  """A failure.json from an earlier attempt, gone: the run starts again."""
+  path = layout.path(workdir, layout.FAILURE)
+  if os.path.exists(path):
+    os.remove(path)
+
+
+def run_task(task: Task, devices=None) -> dict:
+  """train_run, leaving failure.json where it fails (and raising on)."""
+  forget_failure(task.workdir)
+  try:
+    return train_run(task, devices)
+  except Exception as e:
+    if not interrupted(e) and jax.process_index() == 0:
+      code = e.exit_code if isinstance(e, errors.Stopped) else None
+      write_failure(task, one_line(e), code)
+    raise
+
+
+def save(task: Task, path: str):
+  """The task as a file that `python -m resnet_jax.launch.task` runs."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'wb') as f:
+    pickle.dump(task, f)
+
+
+def main(argv):
+  if len(argv) != 2:
+    raise ConfigError('usage: python -m resnet_jax.launch.task TASK_FILE')
+  with open(argv[1], 'rb') as f:
+    task = pickle.load(f)
+  cpus = sorted(os.sched_getaffinity(0))
+  print(
+    f'{task.label}: pid {os.getpid()}, {jax.device_count()} '
+    f'{jax.devices()[0].platform} devices, CPUs {cpus}',
+    file=sys.stderr,
+    flush=True,
+  )
+  run_task(task)
+
+
+if __name__ == '__main__':
+  errors.run(main)
