@@ -246,17 +246,19 @@ def main(argv):
       print(command(task.run, task.config, task.workdir))
     return
   os.makedirs(root, exist_ok=True)
-  files.write_json(
-    layout.path(root, layout.EXPERIMENT),
-    dict(
-      experiment=argv[1],
-      description=experiment.description,
-      command=reproduce_command(argv[1], root),
-      runs=[run.name for run in experiment.runs],
-      seeds=FLAGS.seeds,
-      steps_scale=FLAGS.steps_scale,
-    ),
-  )
+  meta = layout.path(root, layout.EXPERIMENT)
+  if not (FLAGS.collect and os.path.exists(meta)):  # the command that ran
+    files.write_json(
+      meta,
+      dict(
+        experiment=argv[1],
+        description=experiment.description,
+        command=reproduce_command(argv[1], root),
+        runs=[run.name for run in experiment.runs],
+        seeds=FLAGS.seeds,
+        steps_scale=FLAGS.steps_scale,
+      ),
+    )
   if FLAGS.collect:
     collect(plan, root)
   elif not launch(plan, root, os.path.basename(argv[1])):

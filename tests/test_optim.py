@@ -169,3 +169,63 @@ def test_gradients_are_clipped_to_the_global_norm_first():
 def test_unknown_optimizer_is_refused():
   with pytest.raises(ConfigError, match="optim.optimizer='adam' is not one"):
     one_update('adam')
+
+
+# Fine-tuning's two groups, each with a kernel and a BN scale.
+TWO_GROUPS = {
+  'head': {'kernel': jnp.array([3.0, 4.0]), 'bias': jnp.array([1.0])},
+  'conv_init': {'kernel': jnp.array([0.6, 0.8]), 'scale': jnp.array([2.0])},
+}
+
+
+def finetune_update(mode, grads=None, **optim_keys):
+  config = load_config(f'configs/finetune.py:resnet8,family=cifar,mode={mode}')
+  config.optim.update(optim_keys)
+  config.finetune.backbone_lr_scale = 1.0  # the groups' steps compare
+  tx, lr = optim.optimizer(config, TWO_GROUPS, steps_per_epoch=10)
+  grads = grads or jax.tree.map(jnp.ones_like, TWO_GROUPS)
+  updates, _ = tx.update(grads, tx.init(TWO_GROUPS), TWO_GROUPS)
+  return jax.tree.map(np.asarray, updates), float(lr(0))
+
+
+@pytest.mark.parametrize('mode', ['full', 'linear_probe'])
+@pytest.mark.parametrize('name', ['sgd', 'adamw', 'lars'])
+def test_finetuning_decays_and_trusts_exactly_the_kernels_of_each_group(
+  mode, name
+):
+  """The masks meet optax.multi_transform's trees (a structure error at
+  init before): with zero gradients only the decay moves a parameter, so
+  the step is -lr * decay * w on each trained kernel and 0 elsewhere."""
+  zero = jax.tree.map(jnp.zeros_like, TWO_GROUPS)
+  keys = dict(optimizer=name, weight_decay=0.1, weight_decay_on='kernels')
+  updates, lr = finetune_update(mode, zero, momentum=0.0, **keys)
+  trained = ('head', 'conv_init') if mode == 'full' else ('head',)
+  for group, leaves in TWO_GROUPS.items():
+    for leaf, w in leaves.items():
+      got = updates[group][leaf]
+      if leaf != 'kernel' or group not in trained:
+        np.testing.assert_array_equal(got, 0 * got)
+      elif name == 'lars':  # the trust ratio of the decayed step: ||w|| / ||d w||
+        expected = -lr * 0.001 * np.linalg.norm(w) / np.linalg.norm(0.1 * w)
+        np.testing.assert_allclose(got, expected * 0.1 * w, rtol=1e-5)
+      else:
+        np.testing.assert_allclose(got, -lr * 0.1 * np.asarray(w), rtol=1e-5)
+
+
+def test_finetuning_clips_by_the_norm_over_both_groups():
+  """Head gradients [3, 4] and backbone [0.3, 0.4] (BN and bias zero),
+  clip 1: both scaled by 1 / ||all|| = 1 / 5.025, not each group to its
+  own norm (which gave the head [0.6, 0.8] and left the backbone)."""
+  grads = jax.tree.map(jnp.zeros_like, TWO_GROUPS)
+  grads['head']['kernel'] = jnp.array([3.0, 4.0])
+  grads['conv_init']['kernel'] = jnp.array([0.3, 0.4])
+  updates, lr = finetune_update(
+    'full', grads, clip_grad_norm=1.0, weight_decay=0.0, momentum=0.0
+  )
+  scale = 1 / np.sqrt(25 + 0.25)
+  for group in ('head', 'conv_init'):
+    np.testing.assert_allclose(
+      updates[group]['kernel'],
+      -lr * scale * np.asarray(grads[group]['kernel']),
+      rtol=1e-6,
+    )

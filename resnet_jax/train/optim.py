@@ -63,50 +63,59 @@ def schedule(config, steps_per_epoch: int) -> optax.Schedule:
   return with_warmup
 
 
-def _decay_mask(params, which: str):
+def _decay_mask(which: str):
+  """None (every parameter), or a function of the tree it is given that
+  marks the conv and dense kernels: a function, not a tree, because
+  fine-tuning's optax.multi_transform hands each group a tree of its own
+  (a mask built for the whole tree would not match the head's)."""
   if which == 'all':  # the paper: weight decay 1e-4 on every parameter
     return None
   if which == 'kernels':  # conv and dense kernels only: no BN, no bias
-    flat = flax.traverse_util.flatten_dict(params)
-    return flax.traverse_util.unflatten_dict(
-      {k: k[-1] == 'kernel' for k in flat}
-    )
+    return _kernels
   raise ConfigError(
     f'optim.weight_decay_on={which!r} is not one of all, kernels'
+  )
+
+
+def _kernels(tree):
+  flat = flax.traverse_util.flatten_dict(tree)
+  return flax.traverse_util.unflatten_dict(
+    {k: k[-1] == 'kernel' for k in flat}
   )
 
 
 def optimizer(config, params, steps_per_epoch: int):
   """(optax transform, schedule). optim.optimizer: 'sgd' (the paper's),
   'adamw' or 'lars'; gradients clipped to optim.clip_grad_norm first if
-  set."""
+  set, by their norm over every parameter (outside fine-tuning's head
+  and backbone groups, which each see only their own)."""
   o = config.optim
   lr = schedule(config, steps_per_epoch)
   if o.optimizer not in OPTIMIZERS:
     raise ConfigError(
       f'optim.optimizer={o.optimizer!r} is not one of {", ".join(OPTIMIZERS)}'
     )
-  tx = OPTIMIZERS[o.optimizer](o, lr, params)
-  if o.clip_grad_norm is not None:
-    tx = optax.chain(optax.clip_by_global_norm(o.clip_grad_norm), tx)
+  tx = OPTIMIZERS[o.optimizer](o, lr)
   if 'finetune' in config:  # only the fine-tuning config has the section
     tx = _head_and_backbone(tx, config.finetune, params)
+  if o.clip_grad_norm is not None:
+    tx = optax.chain(optax.clip_by_global_norm(o.clip_grad_norm), tx)
   return tx, lr
 
 
-def _sgd(o, lr, params):
+def _sgd(o, lr):
   """SGD with momentum. L2 weight decay by default: the decay is added to
   the gradient before momentum, as Caffe's SGD does; decoupled decay
   (SGDW) adds it after momentum instead."""
   decay = optax.add_decayed_weights(
-    o.weight_decay, _decay_mask(params, o.weight_decay_on)
+    o.weight_decay, _decay_mask(o.weight_decay_on)
   )
   momentum = optax.trace(decay=o.momentum, nesterov=o.nesterov)
   steps = [momentum, decay] if o.decoupled_weight_decay else [decay, momentum]
   return optax.chain(*steps, optax.scale_by_learning_rate(lr))
 
 
-def _adamw(o, lr, params):
+def _adamw(o, lr):
   """AdamW (Loshchilov & Hutter 2019): Adam's update, the weight decay
   added after it, both scaled by the learning rate."""
   return optax.adamw(
@@ -115,16 +124,16 @@ def _adamw(o, lr, params):
     b2=o.adam_b2,
     eps=o.adam_eps,
     weight_decay=o.weight_decay,
-    mask=_decay_mask(params, o.weight_decay_on),
+    mask=_decay_mask(o.weight_decay_on),
   )
 
 
-def _lars(o, lr, params):
+def _lars(o, lr):
   """LARS (You et al. 2017) as MLPerf's ResNet-50 uses it for batches of
   3,200 and more: each kernel's step scaled by its trust ratio,
   coefficient * ||w|| / ||g + decay w||, with momentum; BN parameters
   and biases take neither the weight decay nor the trust ratio."""
-  kernels = _decay_mask(params, 'kernels')
+  kernels = _decay_mask('kernels')
   return optax.lars(
     lr,
     weight_decay=o.weight_decay,
