@@ -3,9 +3,9 @@ devices of its own, `jobs` at a time, the rest queued.
 
 A process's devices: GPUs through CUDA_VISIBLE_DEVICES; TPU chips through
 libtpu's TPU_VISIBLE_CHIPS and its bounds; on the CPU its own host device
-count (XLA_FLAGS) and its share of the cores (sched_setaffinity). The
-machine's devices are read without starting JAX here (CUDA_VISIBLE_DEVICES
-or nvidia-smi, /dev/accel*): the launcher takes no device from its runs.
+count (XLA_FLAGS), the cores shared. The machine's devices are read
+without starting JAX here (CUDA_VISIBLE_DEVICES or nvidia-smi,
+/dev/accel*): the launcher takes no device from its runs.
 
 A run's output goes to WORKDIR/log.txt. A run that fails leaves
 failure.json and the others go on; SIGTERM or Ctrl-C stops every run
@@ -67,11 +67,10 @@ def host_device_count(xla_flags: str) -> int | None:
 
 @dataclasses.dataclass(frozen=True)
 class Slot:
-  """Where one process runs: its environment and CPU cores."""
+  """Where one process runs: its environment (its devices)."""
 
   name: str
   env: dict
-  cpus: tuple[int, ...] | None = None
 
 
 def slots(jobs: int, per_job: int | None, found=None) -> list[Slot]:
@@ -118,10 +117,11 @@ def slots(jobs: int, per_job: int | None, found=None) -> list[Slot]:
 
 
 def _cpu_slots(jobs: int, per_job: int | None) -> list[Slot]:
-  """Each process `per_job` host devices and, where there are enough
-  cores, cores of its own (else they share them all). The results are
-  those of a process with `per_job` host devices made alone: the client's
-  device count, not its cores, changes XLA's CPU sums (tested)."""
+  """Each process `per_job` host devices; the cores are shared. Pinning
+  each process to cores of its own would change its results: XLA's
+  optimised CPU convolutions split their sums by the threads a process
+  may use (benchmarks/jobs.py measured other errors with pinned runs), and
+  a run must train as it would alone."""
   flags = os.environ.get('XLA_FLAGS', '')
   per_job = per_job or host_device_count(flags) or 1
   rest = re.sub(rf'{DEVICE_COUNT_FLAG}=\d+', '', flags).split()
@@ -129,14 +129,7 @@ def _cpu_slots(jobs: int, per_job: int | None) -> list[Slot]:
     JAX_PLATFORMS='cpu',
     XLA_FLAGS=' '.join([*rest, f'{DEVICE_COUNT_FLAG}={per_job}']),
   )
-  cores = sorted(os.sched_getaffinity(0))
-  share = len(cores) // jobs
-  out = []
-  for i in range(jobs):
-    mine = tuple(cores[i * share : (i + 1) * share]) if share else None
-    where = f'cores {",".join(map(str, mine))}' if mine else 'shared cores'
-    out.append(Slot(f'{per_job} CPU devices, {where}', env, mine))
-  return out
+  return [Slot(f'{per_job} CPU devices', env) for _ in range(jobs)]
 
 
 class _Running:
@@ -151,7 +144,6 @@ class _Running:
       f'{slot.name}\n'
     )
     self.log.flush()
-    cpus = slot.cpus
     self.process = subprocess.Popen(
       [sys.executable, '-m', 'resnet_jax.launch.task', task_file],
       stdout=self.log,
@@ -161,7 +153,6 @@ class _Running:
       # its own session: a terminal's Ctrl-C reaches the launcher, which
       # stops every run the same way
       start_new_session=True,
-      preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
 
 
