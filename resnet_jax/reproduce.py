@@ -157,18 +157,16 @@ def resources():
 def launch(plan, root: str, name: str) -> bool:
   """Runs what is unfinished with the chosen launcher; False when it
   returns before the runs end (--nowait)."""
-  left = unfinished(plan)
-  if FLAGS.launcher == 'local' and FLAGS.jobs == 1:
-    import jax
-
-    per_job = FLAGS.devices_per_job
-    run_plan(left, jax.devices()[:per_job] if per_job else None)
-    return True
   import jax
 
+  if FLAGS.launcher == 'local' and FLAGS.jobs == 1:
+    per_job = FLAGS.devices_per_job
+    run_plan(plan, jax.devices()[:per_job] if per_job else None)
+    return True
   # This process only plans and waits: it takes no accelerator from the
   # runs (the ledger's parameter counts need no more than the CPU).
   jax.config.update('jax_platforms', 'cpu')
+  left = unfinished(plan)
   if FLAGS.launcher == 'local':
     from resnet_jax.launch import local
 
