@@ -28,12 +28,19 @@ accuracy): baseline 75.87 (He et al. 2015's own ResNet-50: 75.3),
 efficient 76.21, resnet_d 77.16, cosine 77.91, label_smoothing 78.31,
 mixup 79.15; knowledge distillation from a ResNet-152-D teacher, which
 this codebase does not implement, gives 78.67 without mixup and 79.29
-with it, the paper's headline number. Where this config differs from the
-paper: He (MSRA) initialisation rather than Xavier's, and no random
-hue/saturation/brightness jitter; the normalisation is the paper's
-(channel means 123.68, 116.779, 103.939, divided by 58.393, 57.12,
-57.375). None of these rows has been run here: they need ImageNet and
-GPUs.
+with it, the paper's headline number.
+
+As the paper and its authors' GluonCV code: the cosine decay runs over
+the epochs after the warm-up (from the peak at epoch 5 to 0 at the end),
+and mixup draws one weight per batch (data.mix_lambda='batch'), each
+image mixed with the one at the mirrored place of the global batch.
+Where this config differs from the paper: He (MSRA) initialisation
+rather than Xavier's; no random hue/saturation/brightness jitter; the
+channel means subtracted are estimated from data.mean_images training
+crops (the paper subtracts ImageNet's 123.68, 116.779, 103.939, which
+such an estimate comes close to), then divided by the paper's standard
+deviations, 58.393, 57.12, 57.375. None of these rows has been run here:
+they need ImageNet and GPUs.
 
 family=cifar: the ablation on CIFAR-10 with the paper's ResNet-20 and its
 section 4.2 recipe (batch 128, 64k iterations) as the baseline; the rows
@@ -114,6 +121,7 @@ def _imagenet(upto) -> config_dict.ConfigDict:
     o.label_smoothing = 0.1
   if 'mixup' in upto:  # section 5.4
     d.mixup_alpha = 0.2
+    d.mix_lambda = 'batch'  # one weight a batch, as the authors' code
     t.length = 200
   return config
 
@@ -133,4 +141,5 @@ def _cifar(upto) -> config_dict.ConfigDict:
     o.label_smoothing = 0.1
   if 'mixup' in upto:
     d.mixup_alpha = 0.2
+    d.mix_lambda = 'batch'
   return config

@@ -99,7 +99,7 @@ def cli():
     'test_set',
     None,
     'ImageNet runs: imagenet_v2 (or imagenet_v2/threshold-0.7, '
-    '/top-images) or real (the ReaL labels of val) instead of val.',
+    '/topimages) or real (the ReaL labels of val) instead of val.',
   )
   flags.DEFINE_string(
     'test_data',

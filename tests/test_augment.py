@@ -1,10 +1,14 @@
 """On-device batch order and augmentation."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
 
+from resnet_jax import parallel
 from resnet_jax.data import augment
 
 
@@ -84,7 +88,9 @@ def test_pca_lighting_shifts_each_image_by_one_colour():
 
 
 MIX = jax.jit(augment.mix, static_argnums=5)
-BOTH = augment.Mixing(mixup_alpha=0.4, cutmix_alpha=1.0, prob=0.75)
+BOTH = augment.Mixing(
+  mixup_alpha=0.4, cutmix_alpha=1.0, prob=0.75, switch_prob=0.3, per='example'
+)
 
 
 def _mix(n, size, mixing, step=3, positions=None):
@@ -97,16 +103,16 @@ def _mix(n, size, mixing, step=3, positions=None):
   return (np.asarray(images), np.asarray(labels), np.asarray(mixed), targets)
 
 
-def test_mixup_and_cutmix_pairs_areas_and_weights_against_direct_computation():
-  n, size = 512, 12
-  x, y, out, t = _mix(n, size, BOTH)
-  weight = np.asarray(t.weight)
-  np.testing.assert_array_equal(t.labels, y)
-  np.testing.assert_array_equal(t.partners, y[::-1])  # the mirrored example
-  kinds = []
+def _kinds(x, out, weight):
+  """What was done to each example ('none', 'mixup', 'cutmix'), read from
+  the images alone, and each one's box (or None); asserts that the
+  weights are those of what was done."""
+  n, size = x.shape[:2]
+  kinds, boxes = [], []
   for i in range(n):
     own, partner = x[i], x[n - 1 - i]
     changed = np.any(out[i] != own, axis=-1)  # (size, size)
+    box = None
     if not changed.any():
       assert weight[i] == 1.0
       kinds.append('none')
@@ -124,23 +130,95 @@ def test_mixup_and_cutmix_pairs_areas_and_weights_against_direct_computation():
       np.testing.assert_array_equal(out[i][~box], own[~box])
       assert weight[i] == pytest.approx(1 - box.sum() / size**2, rel=1e-6)
       kinds.append('cutmix')
+    boxes.append(box)
+  return kinds, boxes
+
+
+def test_mixup_and_cutmix_pairs_areas_and_weights_against_direct_computation():
+  n, size = 512, 12
+  x, y, out, t = _mix(n, size, BOTH)
+  np.testing.assert_array_equal(t.labels, y)
+  np.testing.assert_array_equal(t.partners, y[::-1])  # the mirrored example
+  kinds, _ = _kinds(x, out, np.asarray(t.weight))
   counts = {k: kinds.count(k) for k in ('none', 'mixup', 'cutmix')}
   # mix_prob 0.75 (an empty CutMix box also leaves an example as it was),
-  # then CutMix at switch_prob 0.5.
+  # then CutMix at switch_prob 0.3 (0.7 would be the two swapped).
   assert abs(counts['none'] / n - 0.25) < 0.06, counts
-  assert abs(counts['cutmix'] / (n - counts['none']) - 0.5) < 0.08, counts
+  assert abs(counts['cutmix'] / (n - counts['none']) - 0.3) < 0.07, counts
 
 
-def test_mixup_rate_and_weights_follow_the_config():
-  n = 2048
-  _, _, _, t = _mix(n, 4, augment.Mixing(mixup_alpha=0.4, prob=0.75))
-  weight = np.asarray(t.weight)
-  mixed = weight < 1
-  assert abs(mixed.mean() - 0.75) < 0.04  # mix_prob
-  # Beta(a, a) is symmetric: mean weight 1/2 among the mixed.
-  assert abs(weight[mixed].mean() - 0.5) < 0.03
+def test_one_draw_for_the_whole_batch_by_default():
+  n, size = 16, 12
+  for step in range(12):
+    per_batch = dataclasses.replace(BOTH, per='batch')
+    x, _, out, t = _mix(n, size, per_batch, step=step)
+    weight = np.asarray(t.weight)
+    kinds, boxes = _kinds(x, out, weight)
+    assert len(set(kinds)) == 1 and (weight == weight[0]).all(), step
+    if kinds[0] == 'cutmix':  # the same box in every image
+      assert all((b == boxes[0]).all() for b in boxes), step
+  assert augment.Mixing().per == 'batch'
+
+
+def test_mixup_weights_are_beta_alpha_alpha():
+  n = 4096
+  for alpha in (0.2, 1.0):
+    mixing = augment.Mixing(mixup_alpha=alpha, prob=0.75, per='example')
+    _, _, _, t = _mix(n, 4, mixing)
+    weight = np.asarray(t.weight)
+    mixed = weight < 1
+    assert abs(mixed.mean() - 0.75) < 0.03  # mix_prob
+    # Beta(a, a): mean 1/2, variance 1 / (4 (2a + 1)), which pins a.
+    lam = weight[mixed]
+    assert abs(lam.mean() - 0.5) < 0.02
+    assert lam.var() == pytest.approx(1 / (4 * (2 * alpha + 1)), rel=0.06)
   _, _, out, t = _mix(64, 4, augment.Mixing(mixup_alpha=0.2, prob=0.0))
   assert (np.asarray(t.weight) == 1).all()
+
+
+def test_cutmix_box_centre_is_uniform_and_its_side_sqrt_one_minus_lambda():
+  size, lam, draws = 32, 0.75, 4000  # sides 32 * 0.5: half-side 8
+  keys = jax.random.split(jax.random.key(7), draws)
+  top, bottom, left, right = jax.vmap(
+    lambda k: augment.cutmix_box(k, size, size, lam)
+  )(keys)
+  top, bottom = np.asarray(top), np.asarray(bottom)
+  inside = (np.arange(size) >= top[:, None]) & (np.arange(size) < bottom[:, None])
+  # Row r is covered when the centre is in [r - 7, r + 8] (clipped to the
+  # image): with a uniform centre, that many rows of 32.
+  rows = np.arange(size)
+  expected = (np.minimum(rows + 8, size - 1) - np.maximum(rows - 7, 0) + 1) / size
+  np.testing.assert_allclose(inside.mean(0), expected, atol=0.035)
+  assert ((bottom - top) <= 16).all() and ((right - left) <= 16).all()
+  assert np.asarray(right - left).max() == 16  # unclipped: the whole side
+
+
+def test_mixing_is_the_same_on_any_number_of_devices():
+  """Pairs by global position: eight devices' batches mix exactly as the
+  one batch on one device (the partner of most examples is on another
+  device)."""
+  mesh = parallel.make_mesh(jax.devices()[:8])
+  n, size = 32, 6
+  images = jax.random.normal(jax.random.key(2), (n, size, size, 3))
+  labels = jnp.arange(n, dtype=jnp.int32)
+  for mixing in (BOTH, dataclasses.replace(BOTH, per='batch')):
+    key = jax.random.key(5)
+
+    def per_device(x, y):
+      local = x.shape[0]
+      positions = jax.lax.axis_index('data') * local + jnp.arange(local)
+      return augment.mix(key, 3, positions, x, y, mixing, parallel.AXIS)
+
+    sharded = jax.jit(
+      jax.shard_map(
+        per_device, mesh=mesh, in_specs=(P(parallel.AXIS), P(parallel.AXIS)),
+        out_specs=P(parallel.AXIS),
+      )
+    )(*parallel.shard_batch(mesh, (images, labels)))
+    whole = MIX(key, 3, jnp.arange(n), images, labels, mixing)
+    for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(whole)):
+      np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(sharded[1].partners, n - 1 - labels)
 
 
 def test_mixing_draws_depend_on_seed_step_and_position_only():

@@ -336,6 +336,8 @@ def test_test_sets_refuse_what_they_cannot_read(trained, tmp_path):
   root, workdir, val = _with_val(trained)
   with pytest.raises(ConfigError, match='is not one of imagenet_v2, real'):
     evaluate(workdir, test_sets.TestSet('imagenet_v3'))
+  with pytest.raises(ConfigError, match='has the variants matched-frequency'):
+    evaluate(workdir, test_sets.TestSet('imagenet_v2/top-images'))
   with pytest.raises(ConfigError, match='no such file or folder'):
     evaluate(
       workdir, test_sets.TestSet('imagenet_v2', str(tmp_path / 'nowhere'))

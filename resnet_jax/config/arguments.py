@@ -138,12 +138,15 @@ def add_refinements(config) -> None:
 
   d = config.data
   # Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019), on the device:
-  # each example mixed with the one at the mirrored place of its device's
+  # each example mixed with the one at the mirrored place of the global
   # batch, its weight from Beta(alpha, alpha); alpha 0 turns either off.
   d.mixup_alpha = 0.0  # e.g. 0.2 (Bag of Tricks), 0.8 (timm)
   d.cutmix_alpha = 0.0  # e.g. 1.0
-  d.mix_prob = 1.0  # the chance that an example is mixed at all
+  d.mix_prob = 1.0  # the chance that a batch (or example) is mixed at all
   d.mix_switch_prob = 0.5  # with both alphas: the chance of CutMix
+  # 'batch': one weight (and box, kind, chance) per batch, as the papers'
+  # code; 'example': one per example
+  d.mix_lambda = 'batch'
   if 'image_folder' in d:  # image sets: on the host, after the crop
     # None, 'rand' (RandAugment, Cubuk et al. 2020) or 'trivial'
     # (TrivialAugment wide, Mueller & Hutter 2021).

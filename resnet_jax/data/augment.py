@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from resnet_jax.errors import ConfigError
 from resnet_jax.train.losses import MixedLabels
 
 PAD = 4  # section 4.2: 4 pixels padded on each side, then a 32x32 crop
@@ -117,15 +118,30 @@ class Mixing:
 
   mixup_alpha: float = 0.0
   cutmix_alpha: float = 0.0
-  prob: float = 1.0  # the chance that an example is mixed
+  prob: float = 1.0  # the chance that an example (or batch) is mixed
   switch_prob: float = 0.5  # with both on: the chance of CutMix
+  # 'batch': one draw (weight, CutMix or mixup, box, mixed or not) for the
+  # whole global batch, as the mixup and CutMix authors' code, Bag of
+  # Tricks' and timm's default do; 'example': a draw per example.
+  per: str = 'batch'
 
   @classmethod
   def from_config(cls, data_cfg) -> 'Mixing | None':
     d = data_cfg
+    if d.mix_lambda not in MIX_LAMBDAS:
+      raise ConfigError(
+        f'data.mix_lambda={d.mix_lambda!r} is not one of '
+        + ', '.join(MIX_LAMBDAS)
+      )
     if not (d.mixup_alpha or d.cutmix_alpha) or not d.mix_prob:
       return None
-    return cls(d.mixup_alpha, d.cutmix_alpha, d.mix_prob, d.mix_switch_prob)
+    return cls(
+      d.mixup_alpha, d.cutmix_alpha, d.mix_prob, d.mix_switch_prob,
+      d.mix_lambda,
+    )
+
+
+MIX_LAMBDAS = ('batch', 'example')  # data.mix_lambda
 
 
 # The mixing draws' own stream of the run's key, apart from the batch
@@ -184,15 +200,26 @@ def _mix_one(key, image, partner, mixing: Mixing):
   )
 
 
-def mix(key, step, positions, images, labels, mixing: Mixing):
-  """Mixup / CutMix of a (per-device) batch of float images: example i is
-  mixed with example n - 1 - i of the same batch, with draws keyed by
-  (seed, step, position in the global batch), so that a resumed run mixes
-  exactly as an uninterrupted one. Returns (images, MixedLabels)."""
+def mix(key, step, positions, images, labels, mixing: Mixing, axis_name=None):
+  """Mixup / CutMix of a (per-device) batch of float images: the example
+  at position p of the global batch of G is mixed with the one at
+  G - 1 - p (with `axis_name`, fetched from the device that holds it), so
+  the pairs, like the draws, keyed by (seed, step) and with
+  mixing.per='example' by the position too, are those of any other device
+  count, and a resumed run mixes exactly as an uninterrupted one.
+  Returns (images, MixedLabels)."""
   step_key = jax.random.fold_in(jax.random.fold_in(key, MIX_STREAM), step)
+  if mixing.per == 'batch':  # the same draw at every position
+    positions = jnp.zeros_like(positions)
   keys = jax.vmap(lambda p: jax.random.fold_in(step_key, p))(positions)
-  partners = images[::-1]
+  partners, partner_labels = images[::-1], labels[::-1]
+  if axis_name is not None:  # device d pairs with device n - 1 - d
+    n = jax.lax.axis_size(axis_name)
+    mirror = [(d, n - 1 - d) for d in range(n)]
+    partners, partner_labels = jax.lax.ppermute(
+      (partners, partner_labels), axis_name, mirror
+    )
   mixed, weight = jax.vmap(lambda k, x, xp: _mix_one(k, x, xp, mixing))(
     keys, images, partners
   )
-  return mixed, MixedLabels(labels, labels[::-1], weight)
+  return mixed, MixedLabels(labels, partner_labels, weight)

@@ -3,7 +3,7 @@ the ReaL labels of ImageNet's validation images (Beyer et al. 2020), as
 tensorflow-datasets provides them or from files in their released layout.
 
 - ImageNet-V2: tfds `imagenet_v2` (its 'matched-frequency' variant;
-  `imagenet_v2/threshold-0.7` or `imagenet_v2/top-images` for the others),
+  `imagenet_v2/threshold-0.7` or `imagenet_v2/topimages` for the others),
   or a folder as the release unpacks: DIR/<class index 0-999>/*.jpeg,
   the folder name being the class's index in the usual (sorted wnid)
   order, not a wnid.
@@ -29,6 +29,8 @@ from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
 
 NAMES = ('imagenet_v2', 'real')
+# tfds imagenet_v2's variants (builder configs), the first its default.
+V2_VARIANTS = ('matched-frequency', 'threshold-0.7', 'topimages')
 MAX_LABELS = 16  # tfds' ReaL sets, padded to this many labels
 _VAL_NUMBER = re.compile(r'ILSVRC2012_val_(\d{8})\.', re.IGNORECASE)
 
@@ -71,6 +73,12 @@ class TestSet:
     if self.kind not in NAMES:
       raise ConfigError(
         f'--test_set={self.name!r} is not one of {", ".join(NAMES)}'
+      )
+    variant = self.name.partition('/')[2]
+    if self.kind == 'imagenet_v2' and variant and variant not in V2_VARIANTS:
+      raise ConfigError(
+        f'--test_set={self.name!r}: tfds imagenet_v2 has the variants '
+        + ', '.join(V2_VARIANTS)
       )
     if self.path is not None and not os.path.exists(self.path):
       raise ConfigError(f'--test_data={self.path}: no such file or folder')

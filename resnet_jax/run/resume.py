@@ -34,6 +34,7 @@ ADDED_KEYS = {  # flattened form
   'data.cutmix_alpha': 0.0,
   'data.mix_prob': 1.0,
   'data.mix_switch_prob': 0.5,
+  'data.mix_lambda': 'example',  # runs before it drew a weight per example
   'data.auto_augment': None,
   'data.rand_augment_ops': 2,
   'data.rand_augment_magnitude': 9,

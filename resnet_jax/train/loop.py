@@ -52,6 +52,7 @@ class Experiment:
   evaluator: Any  # evaluator.build's, or None (data.eval_on='none')
   steps_per_epoch: int
   total_steps: int
+  mixing: augment.Mixing | None = None  # mixup / CutMix; None: off
 
   def to_steps(self, value) -> int:
     return optim.to_steps(value, self.config.train.unit, self.steps_per_epoch)
@@ -109,7 +110,16 @@ def setup(config, devices=None, data=None, workdir=None) -> Experiment:
     else None
   )
   return Experiment(
-    config, mesh, model, tx, lr_fn, data, evaluation, steps_per_epoch, total
+    config,
+    mesh,
+    model,
+    tx,
+    lr_fn,
+    data,
+    evaluation,
+    steps_per_epoch,
+    total,
+    augment.Mixing.from_config(config.data),
   )
 
 
@@ -129,7 +139,7 @@ def train_fn(exp: Experiment, start_step: int, batches=None):
     seed=t.seed,
     microbatches=t.microbatches,
     label_smoothing=exp.config.optim.label_smoothing,
-    mixing=augment.Mixing.from_config(exp.config.data),
+    mixing=exp.mixing,
     ema_decay=t.ema_decay,
     ema_warmup=t.ema_warmup,
   )

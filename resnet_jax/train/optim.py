@@ -34,18 +34,25 @@ def schedule(config, steps_per_epoch: int) -> optax.Schedule:
   o, unit = config.optim, config.train.unit
   lr = base_lr(o, config.train.batch_size)
   total = to_steps(config.train.length, unit, steps_per_epoch)
+  warmup_steps = to_steps(o.warmup_steps, unit, steps_per_epoch)
   if o.schedule == 'step':
     boundaries = [to_steps(b, unit, steps_per_epoch) for b in o.lr_boundaries]
     main = optax.piecewise_constant_schedule(
       lr, {b: o.lr_decay_factor for b in boundaries}
     )
   elif o.schedule == 'cosine':
-    main = optax.cosine_decay_schedule(lr, total)
+    # Over the steps after the warm-up, from the peak to 0 at the end, as
+    # "Bag of Tricks" and its authors' GluonCV do (timm's default instead
+    # starts the cosine at step 0, under the warm-up).
+    cosine = optax.cosine_decay_schedule(lr, max(total - warmup_steps, 1))
+
+    def main(count):
+      return cosine(count - warmup_steps)
+
   else:
     raise ConfigError(
       f'optim.schedule={o.schedule!r} is not one of step, cosine'
     )
-  warmup_steps = to_steps(o.warmup_steps, unit, steps_per_epoch)
   if o.warmup not in ('constant', 'linear'):
     raise ConfigError(
       f'optim.warmup={o.warmup!r} is not one of constant, linear'

@@ -150,7 +150,7 @@ def sharded_train_step(
       augment_images,
     )
     if mixing is not None:
-      x, y = augment.mix(key, state.step, positions, x, y, mixing)
+      x, y = augment.mix(key, state.step, positions, x, y, mixing, AXIS)
     return train_step(state, x, y, axis_name=AXIS, **step_options)
 
   def per_device(state, images, labels):
@@ -192,7 +192,9 @@ def sharded_batch_train_step(
       images, state.pixel_mean, key, state.step, positions, lighting_std
     )
     if mixing is not None:
-      x, labels = augment.mix(key, state.step, positions, x, labels, mixing)
+      x, labels = augment.mix(
+        key, state.step, positions, x, labels, mixing, AXIS
+      )
     return train_step(state, x, labels, axis_name=AXIS, **step_options)
 
   batch = P(AXIS)
