@@ -16,7 +16,18 @@ which runs on a laptop; see below).
                    stem (ResNet-C), the average-pooled shortcut (D)
   cosine           cosine learning-rate decay
   label_smoothing  label smoothing 0.1
-  mixup            mixup with alpha 0.2, and 200 epochs instead of 120
+  distill          knowledge distillation (label_smoothing's recipe, no
+                   mixup): T = 20, from the teacher in train.teacher
+  mixup            mixup with alpha 0.2 (label_smoothing's recipe, no
+                   distillation), and 200 epochs instead of 120
+  mixup_distill    mixup and distillation
+  teacher          the teacher: ResNet-152-D with label_smoothing's
+                   recipe (section 5.3: cosine decay, label smoothing)
+
+The distillation rows need train.teacher=DIR, the workdir of a trained
+teacher (the teacher row, or any run of ours or torchvision's through
+resnet_jax.convert, on ImageNet's 1,000 classes); reproduce trains the
+teacher row first and gives each seed's students its workdir.
 
   python -m resnet_jax.reproduce bag_of_tricks --workdir=runs/bot \\
       --set=data.image_folder=/data/imagenet
@@ -26,11 +37,15 @@ which runs on a laptop; see below).
 The paper's top-1 validation accuracy, centre 224 crop (error = 100 -
 accuracy): baseline 75.87 (He et al. 2015's own ResNet-50: 75.3),
 efficient 76.21, resnet_d 77.16, cosine 77.91, label_smoothing 78.31,
-mixup 79.15; knowledge distillation from a ResNet-152-D teacher, which
-this codebase does not implement, gives 78.67 without mixup and 79.29
-with it, the paper's headline number.
+mixup 79.15; knowledge distillation from the ResNet-152-D teacher gives
+78.67 without mixup and 79.29 with it, the paper's headline number.
 
-As the paper and its authors' GluonCV code: the cosine decay runs over
+As the paper and its authors' GluonCV code: the distillation loss is
+0.5 x the (smoothed, mixed) labels' cross-entropy + 0.5 x T^2 x the
+cross-entropy of the student's softmax(z / T) against the teacher's
+softmax(r / T) (GluonCV's hard_weight 0.5; the paper writes the sum
+without the halves, which doubles the learning rate's effect); the
+teacher sees the same mixed images. The cosine decay runs over
 the epochs after the warm-up (from the peak at epoch 5 to 0 at the end),
 and mixup draws one weight per batch (data.mix_lambda='batch'), each
 image mixed with the one at the mirrored place of the global batch.
@@ -47,7 +62,8 @@ section 4.2 recipe (batch 128, 64k iterations) as the baseline; the rows
 add no-bias-decay, zero-initialised BN and 400 iterations of linear
 warm-up (efficient; the batch stays 128), shortcut D (resnet_d: CIFAR nets
 have neither bottleneck strides nor a 7x7 stem), cosine decay, label
-smoothing 0.1 and mixup 0.2 (for as many iterations). The paper has no
+smoothing 0.1 and mixup 0.2 (for as many iterations); its teacher is a
+ResNet-110 (shortcut D) with label_smoothing's recipe. The paper has no
 CIFAR numbers; `reproduce bag_of_tricks_cifar --steps_scale=0.01` runs it
 in under an hour on two CPU cores.
 """
@@ -59,14 +75,19 @@ from ml_collections import config_dict
 
 from resnet_jax.errors import ConfigError
 
-ROWS = (
-  'baseline',
-  'efficient',
-  'resnet_d',
-  'cosine',
-  'label_smoothing',
-  'mixup',
-)
+# Each row's tricks: the ablation of Tables 3-6, one trick added a row;
+# distillation and mixup each on label_smoothing's recipe, then both.
+_STEPS = ('efficient', 'resnet_d', 'cosine', 'label_smoothing')
+TRICKS = {
+  'baseline': (),
+  **{row: _STEPS[: i + 1] for i, row in enumerate(_STEPS)},
+  'distill': (*_STEPS, 'distill'),
+  'mixup': (*_STEPS, 'mixup'),
+  'mixup_distill': (*_STEPS, 'mixup', 'distill'),
+  'teacher': _STEPS,  # and 152 layers
+}
+ROWS = tuple(TRICKS)
+TEMPERATURE = 20  # section 5.3
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -88,16 +109,21 @@ def get_config(arg: str = 'mixup') -> config_dict.ConfigDict:
     if rest not in ('family=cifar', 'family=imagenet'):
       raise ConfigError(f'{rest!r}: the only option is family=cifar')
     family = rest.partition('=')[2]
-  upto = ROWS[: ROWS.index(row) + 1]
-  if family == 'cifar':
-    return _cifar(upto)
-  return _imagenet(upto)
+  upto = TRICKS[row]
+  config = (_cifar if family == 'cifar' else _imagenet)(upto, row == 'teacher')
+  if 'distill' in upto:
+    # '' (not None): this row distils, and refuses to start until
+    # train.teacher names the teacher's workdir.
+    config.train.teacher = ''
+    config.optim.distill_temperature = TEMPERATURE
+  return config
 
 
-def _imagenet(upto) -> config_dict.ConfigDict:
-  net = 'resnet50,stride=v1.5,stem=deep,shortcut=D'
+def _imagenet(upto, teacher: bool = False) -> config_dict.ConfigDict:
+  depth = 152 if teacher else 50
+  net = f'resnet{depth},stride=v1.5,stem=deep,shortcut=D'
   config = _config_file('imagenet').get_config(
-    net if 'resnet_d' in upto else 'resnet50'
+    net if 'resnet_d' in upto else f'resnet{depth}'
   )
   d, o, t, m = config.data, config.optim, config.train, config.model
   # The paper's baseline (section 2).
@@ -126,9 +152,10 @@ def _imagenet(upto) -> config_dict.ConfigDict:
   return config
 
 
-def _cifar(upto) -> config_dict.ConfigDict:
+def _cifar(upto, teacher: bool = False) -> config_dict.ConfigDict:
+  net = 'resnet110' if teacher else 'resnet20'
   config = _config_file('cifar10').get_config(
-    'resnet20,shortcut=D' if 'resnet_d' in upto else 'resnet20'
+    f'{net},shortcut=D' if 'resnet_d' in upto else net
   )
   d, o, m = config.data, config.optim, config.model
   if 'efficient' in upto:

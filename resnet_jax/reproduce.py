@@ -58,8 +58,11 @@ from resnet_jax.paper import experiments
 from resnet_jax.paper.reproduce import command
 from resnet_jax.paper.reproduce import finish
 from resnet_jax.paper.reproduce import markdown
+from resnet_jax.paper.reproduce import in_stages
 from resnet_jax.paper.reproduce import plan_runs
+from resnet_jax.paper.reproduce import ready
 from resnet_jax.paper.reproduce import run_plan
+from resnet_jax.paper.reproduce import say_waiting
 from resnet_jax.paper.reproduce import select
 from resnet_jax.paper.reproduce import unfinished
 from resnet_jax.run import files
@@ -166,21 +169,49 @@ def launch(plan, root: str, name: str) -> bool:
   # This process only plans and waits: it takes no accelerator from the
   # runs (the ledger's parameter counts need no more than the CPU).
   jax.config.update('jax_platforms', 'cpu')
-  left = unfinished(plan)
   if FLAGS.launcher == 'local':
     from resnet_jax.launch import local
 
     task_dir = os.path.join(root, 'launch')
-    local.run_all(left, FLAGS.jobs, FLAGS.devices_per_job, task_dir)
+    in_stages(
+      plan,
+      lambda tasks: local.run_all(
+        tasks, FLAGS.jobs, FLAGS.devices_per_job, task_dir
+      ),
+    )
     return True
+  left = unfinished(plan)
+  while True:
+    now, later = ready(left, plan)
+    submitted = submit_to_slurm(now, root, name)
+    if FLAGS.nowait:
+      say_waiting(later, plan)
+      print(
+        'not waiting (--nowait): run the same command again, or with '
+        '--collect, to write the ledger once the runs end',
+        file=sys.stderr,
+      )
+      return False
+    from resnet_jax.launch import slurm
+
+    slurm.wait(submitted, FLAGS.poll_s)
+    left = later
+    if not later or not ready(later, plan)[0]:
+      say_waiting(later, plan)
+      return True
+
+
+def submit_to_slurm(tasks, root: str, name: str) -> list:
+  """Submits the tasks that are not queued already (one job array);
+  returns the job records of all of them, queued before or now."""
   from resnet_jax.launch import slurm
 
   queued = slurm.in_queue() or set()
-  left_dirs = {t.workdir for t in left}
+  dirs = {t.workdir for t in tasks}
   waiting = [
     r
     for r in slurm.read_jobs(root)
-    if r['workdir'] in left_dirs and r['job_id'] in queued
+    if r['workdir'] in dirs and r['job_id'] in queued
   ]
   busy = {r['workdir'] for r in waiting}
   for r in waiting:
@@ -189,7 +220,7 @@ def launch(plan, root: str, name: str) -> bool:
       file=sys.stderr,
     )
   new = slurm.submit(
-    [t for t in left if t.workdir not in busy],
+    [t for t in tasks if t.workdir not in busy],
     root,
     name,
     resources(),
@@ -198,15 +229,7 @@ def launch(plan, root: str, name: str) -> bool:
     array = new[0]['job_id'].split('_')[0]
     print(f'submitted job array {array}: {len(new)} runs', file=sys.stderr)
     print(f'slurm job {array}')
-  if FLAGS.nowait:
-    print(
-      'not waiting (--nowait): run the same command again, or with '
-      '--collect, to write the ledger once the runs end',
-      file=sys.stderr,
-    )
-    return False
-  slurm.wait(waiting + new, FLAGS.poll_s)
-  return True
+  return waiting + new
 
 
 def collect(plan, root: str):

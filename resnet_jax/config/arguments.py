@@ -135,6 +135,11 @@ def add_refinements(config) -> None:
   o.adam_b2 = 0.999
   o.adam_eps = 1e-8
   o.lars_trust_coefficient = 0.001  # lars only
+  # Knowledge distillation (train.teacher): the softmax temperature of
+  # both nets' logits in the soft term, and the weight of the hard labels'
+  # loss (GluonCV's: 0.5; "Bag of Tricks" T = 20).
+  o.distill_temperature = 20.0
+  o.distill_hard_weight = 0.5
 
   d = config.data
   # Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019), on the device:
@@ -160,6 +165,12 @@ def add_refinements(config) -> None:
   # in the checkpoint and evaluated beside them; None: off; e.g. 0.9999.
   t.ema_decay = config_dict.placeholder(float)
   t.ema_warmup = False  # True: decay min(ema_decay, (1 + n) / (10 + n))
+  # Knowledge distillation ("Bag of Tricks" 5.3): the workdir of a run (or
+  # of resnet_jax.convert's torchvision import) whose logits on each
+  # training batch teach this one, computed in the same step; None: off;
+  # '': required (a config that distils), refused until given.
+  t.teacher = config_dict.placeholder(str)
+  t.teacher_weights = 'raw'  # or 'ema': the teacher's moving average
   # A profiler trace of these steps, (first, end): e.g. (10, 13) traces
   # steps 11-13, into WORKDIR/tensorboard/plugins/profile; None: off.
   t.profile_steps = config_dict.placeholder(tuple)

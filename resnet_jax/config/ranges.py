@@ -108,6 +108,8 @@ RANGES = {
   'data.random_erasing': PROBABILITY,
   # optim
   'optim.lr': POSITIVE,
+  'optim.distill_temperature': POSITIVE,
+  'optim.distill_hard_weight': PROBABILITY,
   'optim.momentum': FRACTION,
   'optim.weight_decay': NON_NEGATIVE,
   'optim.lr_boundaries': Each(POSITIVE, increasing=True),

@@ -197,17 +197,65 @@ def plan_runs(
   experiment, root: str, seeds: int, overrides, scale: float
 ) -> list[Task]:
   """A Task (run, seed, config, workdir) for each run and seed: every
-  config built, and so checked, before any run starts."""
-  return [
-    Task(
-      run,
-      seed,
-      run_config(run, seed, overrides, scale),
-      os.path.join(root, run.name, f'seed{seed}'),
+  config built, and so checked, before any run starts. A run with a
+  teacher run distils from that run's workdir of the same seed, unless
+  the overrides name a teacher."""
+  names = {run.name for run in experiment.runs}
+  plan = []
+  for run in experiment.runs:
+    for seed in range(seeds):
+      config = run_config(run, seed, overrides, scale)
+      if run.teacher is not None and not config.train.teacher:
+        if run.teacher not in names:
+          raise ConfigError(
+            f'{run.name}: its teacher {run.teacher!r} is not a run of this '
+            'plan: add it to --runs, or give --set=train.teacher=DIR'
+          )
+        config.train.teacher = os.path.join(root, run.teacher, f'seed{seed}')
+      workdir = os.path.join(root, run.name, f'seed{seed}')
+      plan.append(Task(run, seed, config, workdir))
+  return plan
+
+
+def teacher_task(task, plan):
+  """The task of `plan` whose workdir is `task`'s teacher, or None."""
+  teacher = task.config.train.teacher
+  return next((t for t in plan if teacher and t.workdir == teacher), None)
+
+
+def ready(tasks, plan) -> tuple[list, list]:
+  """(tasks that can train now, tasks whose teacher in the plan has not
+  finished)."""
+  now, later = [], []
+  for task in tasks:
+    teacher = teacher_task(task, plan)
+    finished = teacher is None or outcome(teacher.workdir) == 'finished'
+    (now if finished else later).append(task)
+  return now, later
+
+
+def say_waiting(tasks, plan):
+  for task in tasks:
+    teacher = teacher_task(task, plan)
+    print(
+      f'{task.label}: waits for its teacher {teacher.label} to finish',
+      file=sys.stderr,
     )
-    for run in experiment.runs
-    for seed in range(seeds)
-  ]
+
+
+def in_stages(plan, train) -> list:
+  """Calls train(tasks) on the unfinished tasks whose teachers have
+  finished, again as long as that lets more start; returns the tasks
+  left waiting for a teacher that did not finish."""
+  left = unfinished(plan)
+  while left:
+    now, later = ready(left, plan)
+    if not now:
+      break
+    train(now)
+    left = later
+  say_waiting(left, plan)
+  return left
 
 
 def unfinished(plan) -> list[Task]:
@@ -226,10 +274,14 @@ def run_plan(plan, devices=None) -> list[str]:
   (resuming any with checkpoints) on `devices` (None: all); returns the
   workdirs it trained. A failure stops here (its failure.json written)."""
   trained = []
-  for task in unfinished(plan):
-    print(f'{task.label}: training in {task.workdir}', file=sys.stderr)
-    run_task(task, devices)
-    trained.append(task.workdir)
+
+  def train(tasks):
+    for task in tasks:
+      print(f'{task.label}: training in {task.workdir}', file=sys.stderr)
+      run_task(task, devices)
+      trained.append(task.workdir)
+
+  in_stages(plan, train)
   return trained
 
 

@@ -34,13 +34,17 @@ ADDED_KEYS = {  # flattened form
   'data.cutmix_alpha': 0.0,
   'data.mix_prob': 1.0,
   'data.mix_switch_prob': 0.5,
-  'data.mix_lambda': 'example',  # runs before it drew a weight per example
+  'data.mix_lambda': 'example',  # mixing runs before it: added_keys
   'data.auto_augment': None,
   'data.rand_augment_ops': 2,
   'data.rand_augment_magnitude': 9,
   'data.random_erasing': 0.0,
   'train.ema_decay': None,
   'train.ema_warmup': False,
+  'train.teacher': None,
+  'train.teacher_weights': 'raw',
+  'optim.distill_temperature': 20.0,
+  'optim.distill_hard_weight': 0.5,
   'train.profile_steps': None,
 }
 NOT_IN_CIFAR = (  # image sets only: tfds splits, host augmentation
@@ -133,6 +137,11 @@ def added_keys(flat_saved: dict) -> dict:
   if 'model.bn_frozen' in added:  # linear probes always froze their BN
     probe = flat_saved.get('finetune.mode') == 'linear_probe'
     added['model.bn_frozen'] = probe
+  if 'data.mix_lambda' in added:  # only a run that mixed drew per example
+    mixed = flat_saved.get('data.mixup_alpha') or flat_saved.get(
+      'data.cutmix_alpha'
+    )
+    added['data.mix_lambda'] = 'example' if mixed else 'batch'
   return added
 
 

@@ -33,6 +33,7 @@ from resnet_jax.run import metrics_writer
 from resnet_jax.run import preemption
 from resnet_jax.run import profiler
 from resnet_jax.run import resume
+from resnet_jax.train import distill
 from resnet_jax.train import finetune
 from resnet_jax.train import optim
 from resnet_jax.train import steps
@@ -53,6 +54,7 @@ class Experiment:
   steps_per_epoch: int
   total_steps: int
   mixing: augment.Mixing | None = None  # mixup / CutMix; None: off
+  teacher: distill.Teacher | None = None  # distillation; None: off
 
   def to_steps(self, value) -> int:
     return optim.to_steps(value, self.config.train.unit, self.steps_per_epoch)
@@ -64,6 +66,7 @@ def setup(config, devices=None, data=None, workdir=None) -> Experiment:
   a run has used already gives it the files that run listed."""
   ranges.check(config)  # first: every numeric key in its range
   t = config.train
+  teacher = distill.check(config, workdir)
   mesh = parallel.make_mesh(devices)
   if t.batch_size % mesh.size:
     raise ConfigError(
@@ -120,6 +123,7 @@ def setup(config, devices=None, data=None, workdir=None) -> Experiment:
     steps_per_epoch,
     total,
     augment.Mixing.from_config(config.data),
+    teacher,
   )
 
 
@@ -143,6 +147,10 @@ def train_fn(exp: Experiment, start_step: int, batches=None):
     ema_decay=t.ema_decay,
     ema_warmup=t.ema_warmup,
   )
+  teacher = None
+  if exp.teacher is not None:
+    common['distillation'] = exp.teacher.distillation(exp.config.optim)
+    teacher = exp.teacher.load(mesh)
   if exp.input.kind == 'device':
     arrays = parallel.replicate(mesh, exp.input.arrays)
     compiled = {}
@@ -156,7 +164,7 @@ def train_fn(exp: Experiment, start_step: int, batches=None):
           num_steps=num_steps,
           **common,
         )
-      return compiled[num_steps](state, *arrays)
+      return compiled[num_steps](state, *arrays, teacher)
 
     return call
   step = steps.sharded_batch_train_step(
@@ -170,7 +178,7 @@ def train_fn(exp: Experiment, start_step: int, batches=None):
     return parallel.shard_batch(mesh, batch)
 
   on_mesh = parallel.prefetch(put, source)
-  return lambda state, num_steps=1: step(state, *next(on_mesh))
+  return lambda state, num_steps=1: step(state, *next(on_mesh), teacher)
 
 
 def _warn_of_boundaries_past_the_end(config, total: int, steps_per_epoch):

@@ -50,6 +50,31 @@ def train_loss(logits, labels, label_smoothing: float = 0.0):
   return labels.weight * own + (1.0 - labels.weight) * partner
 
 
+def distillation_loss(
+  logits,
+  labels,
+  teacher_logits,
+  temperature: float,
+  hard_weight: float,
+  label_smoothing: float = 0.0,
+):
+  """Per-example knowledge-distillation loss (Hinton et al. 2015, as "Bag
+  of Tricks" section 5.3 and its authors' GluonCV code compute it):
+
+    hard_weight * train_loss(logits, labels)
+      + (1 - hard_weight) * T^2 * CE(softmax(teacher / T), softmax(logits / T))
+
+  The T^2 keeps the soft term's gradients the size of the hard one's.
+  The teacher's logits are constants (no gradient reaches the teacher)."""
+  t = float(temperature)
+  teacher = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))
+  soft = optax.softmax_cross_entropy(
+    logits.astype(jnp.float32) / t, jax.nn.softmax(teacher / t)
+  )
+  hard = train_loss(logits, labels, label_smoothing)
+  return hard_weight * hard + (1.0 - hard_weight) * t**2 * soft
+
+
 def hard_labels(labels):
   """The example's own labels (for the training error)."""
   return labels.labels if isinstance(labels, MixedLabels) else labels

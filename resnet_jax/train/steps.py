@@ -23,6 +23,7 @@ def train_step(
   state: TrainState,
   images,
   labels,
+  teacher=None,
   *,
   model,
   tx,
@@ -32,6 +33,7 @@ def train_step(
   label_smoothing: float = 0.0,
   ema_decay: float | None = None,
   ema_warmup: bool = False,
+  distillation=None,
 ):
   """One SGD step on a (per-device) batch; returns (state, metrics).
 
@@ -40,6 +42,8 @@ def train_step(
   the model was built with `bn_axis_name` (synchronised BN). `labels` are
   integer labels or losses.MixedLabels (mixup, CutMix). With `ema_decay`
   the moving average of the weights (state.ema) follows the new weights.
+  With `distillation` (distill.Distillation), `teacher`'s weights give
+  the logits of the same images that the loss learns from as well.
 
   microbatches > 1 accumulates the gradient over that many slices of the
   batch, one after another (less memory). Each slice is normalised with
@@ -55,8 +59,18 @@ def train_step(
       train=True,
       mutable=['batch_stats'],
     )
-    loss = losses.train_loss(logits, y, label_smoothing).mean()
-    return loss, (logits, updates['batch_stats'])
+    if distillation is None:
+      loss = losses.train_loss(logits, y, label_smoothing)
+    else:
+      loss = losses.distillation_loss(
+        logits,
+        y,
+        distillation.logits(teacher, x, state.pixel_mean),
+        distillation.temperature,
+        distillation.hard_weight,
+        label_smoothing,
+      )
+    return loss.mean(), (logits, updates['batch_stats'])
 
   params = state.params
   if axis_name is not None:
@@ -137,7 +151,7 @@ def sharded_train_step(
   local = global_batch // mesh.size
   key = jax.random.key(seed)
 
-  def one_step(state, images, labels):
+  def one_step(state, images, labels, teacher):
     positions = jax.lax.axis_index(AXIS) * local + jnp.arange(local)
     x, y = augment.train_batch(
       images,
@@ -151,15 +165,15 @@ def sharded_train_step(
     )
     if mixing is not None:
       x, y = augment.mix(key, state.step, positions, x, y, mixing, AXIS)
-    return train_step(state, x, y, axis_name=AXIS, **step_options)
+    return train_step(state, x, y, teacher, axis_name=AXIS, **step_options)
 
-  def per_device(state, images, labels):
+  def per_device(state, images, labels, teacher):
     if num_steps == 1:
-      return one_step(state, images, labels)
+      return one_step(state, images, labels, teacher)
     # Unrolled: the loop form differs from single calls in the last bit
     # (XLA optimises a loop body differently), and the difference grows.
     state, metrics = jax.lax.scan(
-      lambda s, _: one_step(s, images, labels),
+      lambda s, _: one_step(s, images, labels, teacher),
       state,
       length=num_steps,
       unroll=True,
@@ -167,9 +181,19 @@ def sharded_train_step(
     return state, jax.tree.map(lambda m: m[-1], metrics)
 
   step = jax.shard_map(
-    per_device, mesh=mesh, in_specs=(P(), P(), P()), out_specs=(P(), P())
+    per_device, mesh=mesh, in_specs=(P(),) * 4, out_specs=(P(), P())
   )
-  return jax.jit(step, donate_argnums=0)
+  return _with_teacher_optional(step)
+
+
+def _with_teacher_optional(step):
+  """The compiled step(state, images, labels, teacher=None): the teacher's
+  weights (distillation) are an argument, never constants of the step."""
+
+  def call(state, images, labels, teacher=None):
+    return step(state, images, labels, teacher)
+
+  return jax.jit(call, donate_argnums=0)
 
 
 def sharded_batch_train_step(
@@ -185,7 +209,7 @@ def sharded_batch_train_step(
   lighting noise and mixed (with `mixing`) on the device."""
   key = jax.random.key(seed)
 
-  def per_device(state, images, labels):
+  def per_device(state, images, labels, teacher):
     local = images.shape[0]
     positions = jax.lax.axis_index(AXIS) * local + jnp.arange(local)
     x = augment.normalise_and_light(
@@ -195,10 +219,15 @@ def sharded_batch_train_step(
       x, labels = augment.mix(
         key, state.step, positions, x, labels, mixing, AXIS
       )
-    return train_step(state, x, labels, axis_name=AXIS, **step_options)
+    return train_step(
+      state, x, labels, teacher, axis_name=AXIS, **step_options
+    )
 
   batch = P(AXIS)
   step = jax.shard_map(
-    per_device, mesh=mesh, in_specs=(P(), batch, batch), out_specs=(P(), P())
+    per_device,
+    mesh=mesh,
+    in_specs=(P(), batch, batch, P()),
+    out_specs=(P(), P()),
   )
-  return jax.jit(step, donate_argnums=0)
+  return _with_teacher_optional(step)
