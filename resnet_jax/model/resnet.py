@@ -250,6 +250,12 @@ def build(model_cfg, num_classes: int) -> ResNet:
       'nets have no shortcut (leave it None)'
     )
   preact = m.block == 'preact'
+  if m.zero_init_residual and not m.residual:
+    raise ConfigError(
+      'model.zero_init_residual=True on a plain net: with no shortcut to '
+      'carry the signal, zeroing the last BN of each block zeroes the '
+      "network's output (it is a residual nets' trick)"
+    )
   if m.stem == 'deep' and m.family == 'cifar':
     raise ConfigError(
       "model.stem='deep' is an ImageNet stem; CIFAR nets have one 3x3 conv"
