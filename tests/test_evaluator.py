@@ -359,3 +359,30 @@ def test_test_sets_refuse_what_they_cannot_read(trained, tmp_path):
     test_sets.real_label_sets(str(bad), ['x/ILSVRC2012_val_00000002.JPEG']),
     [[45]],
   )
+
+
+def test_evaluation_is_the_plain_forward_pass_whatever_trains():
+  """Mixup, CutMix and label smoothing change training only: the
+  evaluation of a run with them is the model's inference on the
+  unaugmented held-out images, computed here directly."""
+  from resnet_jax.data import augment
+  from resnet_jax.train import losses
+  from tests.helpers import tiny_config
+
+  config = tiny_config(eval_batch_size=200)
+  config.data.update(mixup_alpha=0.4, cutmix_alpha=1.0, mix_lambda='example')
+  config.optim.label_smoothing = 0.1
+  exp = loop.setup(config, jax.devices()[:2])
+  state = jax.device_get(loop.initial_state(exp))
+  result = exp.evaluator(loop.initial_state(exp))
+  split = exp.evaluator._split
+  logits = exp.model.apply(
+    {'params': state.params, 'batch_stats': state.batch_stats},
+    augment.normalise(split.images, state.pixel_mean),
+    train=False,
+  )
+  loss = float(np.mean(losses.cross_entropy(logits, split.labels)))
+  error = float(np.mean(np.argmax(logits, -1) != split.labels))
+  assert result['num_examples'] == len(split.labels) == 200
+  assert result['loss'] == pytest.approx(loss, rel=1e-5)
+  assert result['top1_error'] == pytest.approx(error, abs=1e-9)

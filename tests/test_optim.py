@@ -235,3 +235,95 @@ def test_finetuning_clips_by_the_norm_over_both_groups():
       -lr * scale * np.asarray(grads[group]['kernel']),
       rtol=1e-6,
     )
+
+
+def two_updates(name, **optim_keys):
+  """The second update of `name` for GRADS then 2 x GRADS (constant
+  learning rate), and that rate: momenta and moments at work."""
+  config = load_config('configs/cifar10.py:resnet20')
+  config.optim.update({'optimizer': name, 'weight_decay': 0.0, **optim_keys})
+  config.optim.lr_boundaries = ()
+  tx, lr = optim.optimizer(config, PARAMS, steps_per_epoch=390)
+  state = tx.init(PARAMS)
+  _, state = tx.update(GRADS, state, PARAMS)
+  twice = jax.tree.map(lambda g: 2 * g, GRADS)
+  updates, _ = tx.update(twice, state, PARAMS)
+  return jax.tree.map(np.asarray, updates), float(lr(0))
+
+
+@pytest.mark.parametrize('nesterov', [False, True])
+def test_sgd_momentum_and_nesterov_against_their_formulas(nesterov):
+  updates, lr = two_updates('sgd', momentum=0.8, nesterov=nesterov)
+  g1 = np.asarray(GRADS['dense']['kernel'])
+  g2 = 2 * g1
+  trace = g2 + 0.8 * g1  # v = m v + g
+  step = g2 + 0.8 * trace if nesterov else trace
+  np.testing.assert_allclose(updates['dense']['kernel'], -lr * step, rtol=1e-6)
+
+
+def test_adamw_moments_and_epsilon_against_their_formulas():
+  b1, b2, eps, wd = 0.7, 0.9, 0.5, 0.1
+  updates, lr = two_updates(
+    'adamw', adam_b1=b1, adam_b2=b2, adam_eps=eps, weight_decay=wd
+  )
+  w = np.asarray(PARAMS['dense']['kernel'])
+  g1 = np.asarray(GRADS['dense']['kernel'])
+  g2 = 2 * g1
+  m = b1 * (1 - b1) * g1 + (1 - b1) * g2
+  v = b2 * (1 - b2) * g1**2 + (1 - b2) * g2**2
+  m_hat, v_hat = m / (1 - b1**2), v / (1 - b2**2)
+  expected = -lr * (m_hat / (np.sqrt(v_hat) + eps) + wd * w)
+  np.testing.assert_allclose(updates['dense']['kernel'], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize('nesterov', [False, True])
+def test_lars_momentum_trust_coefficient_and_bn_against_their_formulas(
+  nesterov,
+):
+  c, m, wd = 0.02, 0.8, 1e-2
+  updates, lr = two_updates(
+    'lars',
+    lars_trust_coefficient=c,
+    momentum=m,
+    nesterov=nesterov,
+    weight_decay=wd,
+  )
+  w = np.asarray(PARAMS['dense']['kernel'])
+
+  def trusted(g):  # the kernel's step before momentum
+    d = g + wd * w
+    return c * np.linalg.norm(w) / np.linalg.norm(d) * d
+
+  g1 = np.asarray(GRADS['dense']['kernel'])
+  s1, s2 = trusted(g1), trusted(2 * g1)
+  trace = s2 + m * s1
+  step = s2 + m * trace if nesterov else trace
+  np.testing.assert_allclose(updates['dense']['kernel'], -lr * step, rtol=1e-5)
+  # The bias: momentum SGD alone (no decay, no trust ratio).
+  b1 = np.asarray(GRADS['dense']['bias'])
+  trace = 2 * b1 + m * b1
+  step = 2 * b1 + m * trace if nesterov else trace
+  np.testing.assert_allclose(updates['dense']['bias'], -lr * step, rtol=1e-5)
+
+
+def test_lars_trust_ratio_of_zero_weights_or_gradients_is_one():
+  config = load_config('configs/cifar10.py:resnet20')
+  config.optim.update(optimizer='lars', weight_decay=0.0, momentum=0.0)
+  zero = {'dense': {'kernel': jnp.zeros((2, 2)), 'bias': jnp.zeros(2)}}
+  tx, lr = optim.optimizer(config, zero, steps_per_epoch=390)
+  grads = {'dense': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones(2)}}
+  updates, _ = tx.update(grads, tx.init(zero), zero)
+  np.testing.assert_allclose(updates['dense']['kernel'], -float(lr(0)))
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, grads), tx.init(zero), zero)
+  np.testing.assert_array_equal(updates['dense']['kernel'], 0.0)
+
+
+def test_full_finetuning_scales_the_backbones_step():
+  config = load_config('configs/finetune.py:resnet8,family=cifar,mode=full')
+  config.optim.update(weight_decay=0.0, momentum=0.0)
+  config.finetune.backbone_lr_scale = 0.25
+  tx, lr = optim.optimizer(config, TWO_GROUPS, steps_per_epoch=10)
+  grads = jax.tree.map(jnp.ones_like, TWO_GROUPS)
+  updates, _ = tx.update(grads, tx.init(TWO_GROUPS), TWO_GROUPS)
+  np.testing.assert_allclose(updates['head']['kernel'], -float(lr(0)))
+  np.testing.assert_allclose(updates['conv_init']['kernel'], -0.25 * float(lr(0)))

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from resnet_jax.errors import ConfigError
 from resnet_jax.train import steps
 from resnet_jax.train import train_state
 
@@ -23,7 +24,8 @@ class TinyNet(nn.Module):
     return nn.Dense(3, name='head')(nn.relu(x))
 
 
-def test_ema_follows_its_formula_through_training_steps():
+@pytest.mark.parametrize('warmup', [True, False])
+def test_ema_follows_its_formula_through_training_steps(warmup):
   model, tx = TinyNet(), optax.sgd(0.5, momentum=0.9)
   images = jax.random.normal(jax.random.key(0), (8, 2, 2, 3))
   labels = jnp.arange(8) % 3
@@ -36,7 +38,7 @@ def test_ema_follows_its_formula_through_training_steps():
       tx=tx,
       lr_fn=lambda s: 0.5,
       ema_decay=0.5,
-      ema_warmup=True,
+      ema_warmup=warmup,
     )
   )
 
@@ -44,10 +46,10 @@ def test_ema_follows_its_formula_through_training_steps():
     return jax.device_get({'params': s.params, 'batch_stats': s.batch_stats})
 
   expected = weights(state)  # the average starts at the initial weights
-  for n in range(3):
+  for n in range(12):  # the warm-up reaches the decay at n = 8
     state, _ = step(state, images, labels)
     # TensorFlow's num_updates warm-up: min(0.5, (1 + n) / (10 + n)).
-    decay = min(0.5, (1 + n) / (10 + n))
+    decay = min(0.5, (1 + n) / (10 + n)) if warmup else 0.5
     expected = jax.tree.map(
       lambda e, w: decay * e + (1 - decay) * w, expected, weights(state)
     )
@@ -69,13 +71,18 @@ def test_ema_follows_its_formula_through_training_steps():
 
 
 def test_weights_are_selected_by_name():
-  state = train_state.TrainState(0, {'w': 1.0}, {}, (), 0.0)
+  state = train_state.TrainState(0, {'w': 1.0}, {'m': 3.0}, (), 0.0)
   assert train_state.with_weights(state, 'raw') is state
-  with pytest.raises(Exception, match='keeps no moving average'):
+  with pytest.raises(
+    ConfigError,
+    match=r'^this run keeps no moving average of its weights '
+    r'\(train.ema_decay was not set\): use --weights=raw$',
+  ):
     train_state.with_weights(state, 'ema')
   averaged = train_state.restart_ema(state).replace(
-    ema={'params': {'w': 2.0}, 'batch_stats': {}}
+    ema={'params': {'w': 2.0}, 'batch_stats': {'m': 4.0}}
   )
-  assert train_state.with_weights(averaged, 'ema').params == {'w': 2.0}
+  chosen = train_state.with_weights(averaged, 'ema')
+  assert chosen.params == {'w': 2.0} and chosen.batch_stats == {'m': 4.0}
   with pytest.raises(Exception, match='not one of raw, ema'):
     train_state.with_weights(averaged, 'best')
