@@ -1,8 +1,6 @@
 """RandAugment, TrivialAugment and random erasing on the host: each
 operation against a direct computation, the draws' rates, determinism."""
 
-import collections
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -118,24 +116,97 @@ def test_geometric_operations_move_pixels_and_fill_grey():
     )
 
 
-def test_trivial_augment_draws_each_operation_alike_and_is_seeded():
+def _recorded_draws(monkeypatch, augment, count):
+  """The (operation, strength, kind) that `augment(image, seed)` hands to
+  aa.apply, for `count` seeds: the real draw, recorded on its way."""
+  draws, real_apply = [], aa.apply
+
+  def recording(image, op, strength, sign_seed, kind):
+    draws.append((int(op), int(strength), kind))
+    return real_apply(image, op, strength, sign_seed, kind)
+
+  monkeypatch.setattr(aa, 'apply', recording)
   image = tf.constant(IMAGE)
-  seeds = [tf.constant([7, i], tf.int64) for i in range(700)]
-  drawn = collections.Counter()
-  for seed in seeds[:700]:
-    op_seed = tf.random.experimental.stateless_split(seed, 3)[0]
-    drawn[int(tf.random.stateless_uniform([], op_seed, 0, 14, tf.int32))] += 1
-  assert len(drawn) == 14 and min(drawn.values()) > 25  # ~50 each
+  for i in range(count):
+    augment(image, tf.constant([7, i], tf.int64))
+  return draws
+
+
+def _chi_square_uniform(values, k):
+  """Pearson's statistic of `values` against uniform on 0..k-1; its 99.9%
+  point for k - 1 degrees of freedom is under 2.2 k + 10 for these k."""
+  counts = np.bincount(values, minlength=k)
+  assert len(counts) == k, f'a value past {k - 1}'
+  expected = len(values) / k
+  return ((counts - expected) ** 2 / expected).sum(), 2.2 * k + 10
+
+
+def test_trivial_augment_draws_one_operation_and_strength_uniformly(
+  monkeypatch,
+):
+  draws = _recorded_draws(monkeypatch, aa.trivial_augment, 620)
+  assert len(draws) == 620 and {kind for *_, kind in draws} == {'trivial'}
+  ops = [op for op, _, _ in draws]
+  strengths = [strength for _, strength, _ in draws]
+  for values, k in ((ops, len(aa.OPS)), (strengths, aa.BINS)):
+    statistic, limit = _chi_square_uniform(values, k)
+    assert statistic < limit, (k, statistic)
+  assert min(strengths) == 0 and max(strengths) == 30  # both ends reached
+
+
+def test_rand_augment_draws_its_count_of_operations_at_its_magnitude(
+  monkeypatch,
+):
+  draws = _recorded_draws(
+    monkeypatch, lambda image, seed: aa.rand_augment(image, seed, 3, 9), 200
+  )
+  assert len(draws) == 600  # three operations an image
+  assert {(strength, kind) for _, strength, kind in draws} == {(9, 'rand')}
+  statistic, limit = _chi_square_uniform([op for op, *_ in draws], 14)
+  assert statistic < limit
+  # The three of an image are drawn apart, not one operation three times.
+  triples = [tuple(op for op, *_ in draws[i : i + 3]) for i in range(0, 600, 3)]
+  assert sum(len(set(t)) == 1 for t in triples) < 10  # 1/196 each
+
+
+def test_rand_augment_magnitudes_and_translation_by_the_side():
+  # A 15 x 30 image: RandAugment translates by 150/331 of the side at
+  # bin 30, so magnitude 9 moves 0.136 of it: 2 rows, 4 columns.
+  wide = RNG.integers(0, 256, (15, 30, 3), dtype=np.uint8)
+  across = op('translate_x', 9, 'rand', image=wide)
+  np.testing.assert_array_equal(across[:, :-4], wide[:, 4:])
+  assert (across[:, -4:] == 128).all()
+  down = op('translate_y', 9, 'rand', image=wide)
+  np.testing.assert_array_equal(down[:-2], wide[2:])
+  assert (down[-2:] == 128).all()
+  # Brightness at magnitude 10: a factor 1 + 0.9 * 10 / 30.
+  x = IMAGE.astype(np.float64)
+  np.testing.assert_allclose(
+    op('brightness', 10, 'rand'), np.round(np.clip(x * 1.3, 0, 255)), atol=1
+  )
+  # Solarize's threshold does not depend on the kind: 255 * (1 - 9/30).
+  np.testing.assert_array_equal(
+    op('solarize', 9, 'rand'), np.where(x >= 178.5, 255 - IMAGE, IMAGE)
+  )
+  # Rotation at magnitude 30: 30 degrees, whose corners fall outside.
+  turned = op('rotate', 30, 'rand', image=wide)
+  assert (turned[0, 0] == 128).all() and not np.array_equal(turned, wide)
+
+
+def test_augmentations_are_seeded():
+  image = tf.constant(IMAGE)
+  seeds = [tf.constant([7, i], tf.int64) for i in range(20)]
   a = aa.trivial_augment(image, seeds[3]).numpy()
   np.testing.assert_array_equal(a, aa.trivial_augment(image, seeds[3]))
-  outs = [aa.rand_augment(image, s, 2, 9).numpy() for s in seeds[:20]]
+  outs = [aa.rand_augment(image, s, 2, 9).numpy() for s in seeds]
   assert len({o.tobytes() for o in outs}) > 10  # the seed decides
 
 
 @pytest.mark.parametrize('size', [(15, 15), (40, 24)])
 def test_random_erasing_boxes_and_rate(size):
   image = tf.zeros((*size, 3), tf.uint8)
-  areas, ratios, erased = [], [], 0
+  h, w = size
+  areas, log_ratios, erased, edges = [], [], 0, set()
   for i in range(300):
     out = aa.random_erasing(image, tf.constant([3, i], tf.int64), 0.5).numpy()
     changed = (out != 0).any(-1)
@@ -143,13 +214,29 @@ def test_random_erasing_boxes_and_rate(size):
       continue
     erased += 1
     rows, cols = np.nonzero(changed)
-    h, w = np.ptp(rows) + 1, np.ptp(cols) + 1
-    areas.append(h * w / (size[0] * size[1]))
-    ratios.append(h / w)
+    top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
+    box = changed[top : bottom + 1, left : right + 1]
+    assert box.mean() > 0.99  # a filled rectangle (a noise pixel may be 0)
+    box_h, box_w = bottom - top + 1, right - left + 1
+    assert box_h < h and box_w < w
+    # The drawn sides, before rounding, lie within half a pixel of these:
+    # the drawn area 2-33% of the image, the aspect 0.3-3.3.
+    assert (box_h - 0.5) * (box_w - 0.5) <= h * w / 3
+    assert (box_h + 0.5) * (box_w + 0.5) >= 0.02 * h * w
+    assert (box_h - 0.5) / (box_w + 0.5) <= 1 / 0.3
+    assert (box_h + 0.5) / (box_w - 0.5) >= 0.3
+    areas.append(box_h * box_w / (h * w))
+    log_ratios.append(np.log(box_h / box_w))
+    edges |= {top == 0 and 'top', bottom == h - 1 and 'bottom'}
+    edges |= {left == 0 and 'left', right == w - 1 and 'right'}
+    noise = out[top : bottom + 1, left : right + 1]
+    assert noise.max() > 200 and noise.min() < 50  # uniform over 0..255
   assert abs(erased / 300 - 0.5) < 0.1
-  # 2-33% of the area (rounded sides), aspect 0.3-3.3, up to rounding.
-  assert 0.005 < min(areas) and max(areas) < 0.45
-  assert min(ratios) > 0.2 and max(ratios) < 5
+  assert edges >= {'top', 'bottom', 'left', 'right'}  # every place reached
+  if size == (40, 24):  # large enough for the draws' shapes to show
+    assert 0.1 < np.mean(areas) < 0.2  # uniform 2-33%: 0.18 before refits
+    assert abs(np.mean(log_ratios)) < 0.25  # log-uniform about 1
+    assert max(log_ratios) > 0.6 and min(log_ratios) < -0.6
 
 
 def test_an_unknown_augmentation_is_refused_before_reading():

@@ -292,8 +292,12 @@ def test_tfds_sources_read_as_their_builders_store_them(trained, tmp_path):
     imagenet_v2_dataset_builder as v2_builder,
   )
 
-  _, workdir, val = _with_val(trained)
+  root, workdir, val = _with_val(trained)
   files = list(zip(val.paths, [int(label) for label in val.labels]))
+  # ReaL's sets: 4 images without one (left out), 5 with every class (a
+  # sure hit), the rest their own label.
+  sets = [[] if i < 4 else list(range(40)) if i < 9 else [y] for i, (_, y) in
+          enumerate(files)]
   _prepare(
     v2_builder,
     tmp_path,
@@ -314,7 +318,7 @@ def test_tfds_sources_read_as_their_builders_store_them(trained, tmp_path):
         dict(
           image=p,
           original_label=y,
-          real_label=[] if i < 4 else [y],
+          real_label=sets[i],
           file_name=f'ILSVRC2012_val_{i + 1:08d}.JPEG',
         ),
       )
@@ -330,6 +334,16 @@ def test_tfds_sources_read_as_their_builders_store_them(trained, tmp_path):
     workdir, test_sets.TestSet('real'), tfds_data_dir=str(tmp_path)
   )
   assert real['num_examples'] == 37 and real['test_set'] == 'real'
+  # The same sets from the released files give the same counts and loss.
+  released = tmp_path / 'real.json'
+  released.write_text(json.dumps(sets))
+  from_files = evaluate(
+    workdir,
+    test_sets.TestSet('real', str(released)),
+    image_folder=str(_real_folder(root, val, tmp_path)),
+  )
+  assert_same_counts(real, from_files)
+  assert real['top1_accuracy'] > 5 / 37  # the sure hits count
 
 
 def test_test_sets_refuse_what_they_cannot_read(trained, tmp_path):

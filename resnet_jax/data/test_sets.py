@@ -31,7 +31,6 @@ from resnet_jax.errors import ConfigError
 NAMES = ('imagenet_v2', 'real')
 # tfds imagenet_v2's variants (builder configs), the first its default.
 V2_VARIANTS = ('matched-frequency', 'threshold-0.7', 'topimages')
-MAX_LABELS = 16  # tfds' ReaL sets, padded to this many labels
 _VAL_NUMBER = re.compile(r'ILSVRC2012_val_(\d{8})\.', re.IGNORECASE)
 
 
@@ -130,15 +129,16 @@ class TestSet:
       tfds_cfg, features=('image', 'real_label')
     )
     ds = image_sets.tfds_records(builder, 'validation', label='real_label')
-    ds = ds.map(lambda image, labels: (image, _padded(tf, labels)))
+    # Padded to the number of classes, the most a set can hold: no set
+    # is cut short (ReaL's sets hold up to a handful of labels).
+    width = data_cfg.num_classes
+    ds = ds.map(lambda image, labels: (image, _padded(tf, labels, width)))
     return ds, builder.info.splits['validation'].num_examples, None
 
 
-def _padded(tf, labels):
-  labels = tf.cast(labels, tf.int32)[:MAX_LABELS]
-  return tf.pad(
-    labels, [[0, MAX_LABELS - tf.shape(labels)[0]]], constant_values=-1
-  )
+def _padded(tf, labels, width: int):
+  labels = tf.cast(labels, tf.int32)
+  return tf.pad(labels, [[0, width - tf.shape(labels)[0]]], constant_values=-1)
 
 
 def _tfds_config(data_cfg, name: str, split: str):
