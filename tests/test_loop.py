@@ -129,6 +129,9 @@ def test_train_and_evaluate_commands(tmp_path):
     '-m', 'resnet_jax.evaluate', f'--workdir={workdir}', devices=2
   )
   assert result.returncode == 0, result.stderr
+  # Reading a run's checkpoints is the normal case: no warning about it.
+  for orbax_notice in ('read only', 'read_only'):
+    assert orbax_notice not in result.stderr, result.stderr
   evaluated = json.loads(result.stdout.strip().splitlines()[-1])
   assert {
     'top1_accuracy',

@@ -1,6 +1,8 @@
 """Orbax checkpoints of the TrainState under WORKDIR/checkpoints."""
 
+import contextlib
 import errno
+import logging
 import os
 import shutil
 
@@ -21,14 +23,34 @@ def manager(
   changes nothing, so it may read while a run trains."""
   options = ocp.CheckpointManagerOptions(
     max_to_keep=None if read_only else keep,
+    save_interval_steps=0 if read_only else 1,  # the caller says when
     enable_async_checkpointing=not read_only,
     create=not read_only,
     read_only=read_only,
     cleanup_tmp_directories=not read_only,
   )
-  return ocp.CheckpointManager(
-    layout.path(os.path.abspath(workdir), layout.CHECKPOINTS), options=options
-  )
+  directory = layout.path(os.path.abspath(workdir), layout.CHECKPOINTS)
+  with _quiet_read_only_notice():
+    return ocp.CheckpointManager(directory, options=options)
+
+
+class _DropReadOnlyNotice(logging.Filter):
+  def filter(self, record):
+    return not record.getMessage().startswith('Given directory is read only')
+
+
+@contextlib.contextmanager
+def _quiet_read_only_notice():
+  """Orbax warns on every read-only manager; reading a run's checkpoints
+  is this project's normal case, so that one line is dropped (absl logs
+  through the standard logger 'absl')."""
+  notice = _DropReadOnlyNotice()
+  logger = logging.getLogger('absl')
+  logger.addFilter(notice)
+  try:
+    yield
+  finally:
+    logger.removeFilter(notice)
 
 
 class Saver:
