@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from resnet_jax.data import example_order
-from resnet_jax.data import image_sets
+from resnet_jax.data import tf_cpu
 
 CLASSES, PER_CLASS = 512, 100
 N = CLASSES * PER_CLASS  # 51,200 files, sorted by class as listed
@@ -33,7 +33,7 @@ def iid_distinct_classes(batch: int) -> float:
 
 def stream(process=(0, 1), start: int = 0, seed: int = 0):
   """The pipeline's own stream of (indices, positions), as NumPy."""
-  tf = image_sets.tensorflow_cpu()
+  tf = tf_cpu.tensorflow()
   ds = example_order.process_stream(tf, N, seed, BATCH, process, start)
   return ds.as_numpy_iterator()
 

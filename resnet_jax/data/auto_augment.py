@@ -22,7 +22,9 @@ uniform random pixels.
 
 import math
 
-import tensorflow as tf
+from resnet_jax.data import tf_cpu
+
+tf = tf_cpu.tensorflow()
 
 BINS = 31  # strengths 0..30
 # Pixels that geometric operations bring in from outside the image: a

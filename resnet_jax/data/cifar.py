@@ -12,6 +12,7 @@ import os
 from absl import logging
 import numpy as np
 
+from resnet_jax.data import tf_cpu
 from resnet_jax.errors import ConfigError
 
 PIXELS = 32 * 32 * 3
@@ -110,10 +111,8 @@ def load_local(
 
 def load_tfds(name: str, data_dir: str | None, download: bool):
   """(train, test) from tensorflow-datasets, downloading if allowed."""
-  import tensorflow as tf  # only here: the GPU machines have no TF
-
-  tf.config.set_visible_devices([], 'GPU')  # TF must not take accelerators
-  import tensorflow_datasets as tfds
+  tf = tf_cpu.tensorflow()
+  tfds = tf_cpu.datasets()
 
   builder = tfds.builder(name, data_dir=data_dir)
   prepared = tf.io.gfile.exists(

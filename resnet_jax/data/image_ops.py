@@ -14,10 +14,13 @@ original and resizing it to 224. Other formats (the PNGs of some tfds
 datasets) are decoded whole, then cropped.
 """
 
-import tensorflow as tf
+from resnet_jax.data import tf_cpu
 
-from resnet_jax.data import image_sets
+tf = tf_cpu.tensorflow()
 
+JPEG_MAGIC = b'\xff\xd8\xff'
+# What tf.io.decode_image reads, by first bytes: JPEG, PNG, GIF, BMP.
+IMAGE_MAGIC = (JPEG_MAGIC, b'\x89PNG', b'GIF8', b'BM')
 CROP = 224
 TEN_CROP_SIDE = 256  # shorter side before the 10 crops (and the centre crop)
 
@@ -31,7 +34,7 @@ def to_uint8(image):
 
 
 def is_jpeg(data):
-  return tf.equal(tf.strings.substr(data, 0, 3), image_sets.JPEG_MAGIC)
+  return tf.equal(tf.strings.substr(data, 0, 3), JPEG_MAGIC)
 
 
 def is_image(data):
@@ -39,7 +42,7 @@ def is_image(data):
   return tf.reduce_any(
     [
       tf.equal(tf.strings.substr(data, 0, len(magic)), magic)
-      for magic in image_sets.IMAGE_MAGIC
+      for magic in IMAGE_MAGIC
     ]
   )
 

@@ -27,21 +27,12 @@ from absl import logging
 import numpy as np
 
 from resnet_jax.data import example_order
+from resnet_jax.data import tf_cpu
 from resnet_jax.errors import ConfigError
 
-JPEG_MAGIC = b'\xff\xd8\xff'
-# What tf.io.decode_image reads, by first bytes: JPEG, PNG, GIF, BMP.
-IMAGE_MAGIC = (JPEG_MAGIC, b'\x89PNG', b'GIF8', b'BM')
 EXTENSIONS = ('.jpg', '.jpeg', '.png')
 PROTOCOLS = ('center', 'ten_crop', 'multiscale')
 AUTO_AUGMENTS = ('rand', 'trivial')  # data.auto_augment: auto_augment.py
-
-
-def tensorflow_cpu():
-  import tensorflow as tf  # only here: the GPU machines have no TF
-
-  tf.config.set_visible_devices([], 'GPU')  # TF must not take accelerators
-  return tf
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -151,7 +142,7 @@ def training_listing(root: str, saved: str | None) -> Listing:
 def folder_dataset(root: str, split: str):
   """(tf.data of (path, label), number of examples, class names); the
   files are read later, after sharding and skipping."""
-  tf = tensorflow_cpu()
+  tf = tf_cpu.tensorflow()
   listing = list_image_folder(root, split)
   return (
     tf.data.Dataset.from_tensor_slices((listing.paths, listing.labels)),
@@ -165,8 +156,8 @@ def tfds_builder(data_cfg, features=('image', 'label')):
   archives in tfds' manual folder; others downloaded by tfds when first
   used), and checked to have `features` (an image classification
   dataset's)."""
-  tf = tensorflow_cpu()
-  import tensorflow_datasets as tfds
+  tf = tf_cpu.tensorflow()
+  tfds = tf_cpu.datasets()
 
   name = data_cfg.name
   try:
@@ -206,8 +197,8 @@ def _tfds_split(builder, data_cfg, split: str) -> tuple[str, int]:
 def tfds_records(builder, split: str, label: str = 'label', **kwargs):
   """(encoded image, int32 label) records of a tfds split, undecoded;
   the label from feature `label`."""
-  tf = tensorflow_cpu()
-  import tensorflow_datasets as tfds
+  tf = tf_cpu.tensorflow()
+  tfds = tf_cpu.datasets()
 
   ds = builder.as_dataset(
     split=split, decoders={'image': tfds.decode.SkipDecoding()}, **kwargs
@@ -228,7 +219,7 @@ def tfds_dataset(data_cfg, split: str):
 def _prepare(builder, data_cfg):
   """Downloads and prepares a tfds dataset (ImageNet: from the manual
   folder, which must hold the official archives)."""
-  import tensorflow_datasets as tfds
+  tfds = tf_cpu.datasets()
 
   manual = data_cfg.manual_dir or os.path.join(
     data_cfg.tfds_data_dir or os.path.expanduser('~/tensorflow_datasets'),
@@ -345,7 +336,7 @@ def _tfds_examples(tf, data_cfg, seed, global_batch, process, start):
   tfds training split: its files reshuffled every epoch from the seed,
   its records through a seeded shuffle buffer; the first `start` steps'
   records skipped undecoded."""
-  import tensorflow_datasets as tfds
+  tfds = tf_cpu.datasets()
 
   builder = tfds_builder(data_cfg)
   split, _ = _tfds_split(builder, data_cfg, 'train')
@@ -390,7 +381,7 @@ def train_dataset(
   files; default: listed now) and `process` ((index, count); default:
   JAX's) are for resumed runs and tests.
   """
-  tf = tensorflow_cpu()
+  tf = tf_cpu.tensorflow()
   from resnet_jax.data import auto_augment
   from resnet_jax.data import image_ops
 
@@ -459,7 +450,7 @@ def eval_dataset(
   aspect ratios), so `index`, the example's position in this process's
   shard, says which scores belong together across sides.
   """
-  tf = tensorflow_cpu()
+  tf = tf_cpu.tensorflow()
   from resnet_jax.data import image_ops
 
   check_protocol(protocol)
@@ -539,7 +530,7 @@ def mean_sums(
   tfds: the first records of the split, which tfds stored shuffled), the
   same images whatever the process count. Integer sums: adding the
   processes' shares gives the same bytes on every process."""
-  tf = tensorflow_cpu()
+  tf = tf_cpu.tensorflow()
   from resnet_jax.data import image_ops
 
   index, count = _process(process)

@@ -26,6 +26,7 @@ import re
 import numpy as np
 
 from resnet_jax.data import image_sets
+from resnet_jax.data import tf_cpu
 from resnet_jax.errors import ConfigError
 
 NAMES = ('imagenet_v2', 'real')
@@ -108,7 +109,7 @@ class TestSet:
     return self._real(data_cfg)
 
   def _imagenet_v2(self, data_cfg):
-    tf = image_sets.tensorflow_cpu()
+    tf = tf_cpu.tensorflow()
     if self.path:
       listing = numbered_folder(self.path)
       ds = tf.data.Dataset.from_tensor_slices((listing.paths, listing.labels))
@@ -118,7 +119,7 @@ class TestSet:
     return ds, examples, None
 
   def _real(self, data_cfg):
-    tf = image_sets.tensorflow_cpu()
+    tf = tf_cpu.tensorflow()
     if self.path:
       listing = image_sets.list_image_folder(data_cfg.image_folder, 'val')
       sets = real_label_sets(self.path, listing.files)

@@ -10,7 +10,7 @@ import numpy as np
 from resnet_jax import parallel
 from resnet_jax.data import augment
 from resnet_jax.data import cifar
-from resnet_jax.data import image_sets
+from resnet_jax.data import tf_cpu
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import layout
 from resnet_jax.run import saved
@@ -26,8 +26,7 @@ def class_names(config, workdir: str) -> list[str] | None:
   d = config.data
   if cifar.is_cifar(d.name) or d.image_folder or not d.name:
     return None
-  image_sets.tensorflow_cpu()
-  import tensorflow_datasets as tfds
+  tfds = tf_cpu.datasets()
 
   try:  # the builder's metadata ships with tfds: no data needed
     return list(tfds.builder(d.name).info.features['label'].names)
@@ -36,33 +35,50 @@ def class_names(config, workdir: str) -> list[str] | None:
 
 
 def prepare_images(config, paths, pixel_mean) -> np.ndarray:
-  """Image files -> (N, H, W, 3) float32, as evaluation sees them."""
-  tf = image_sets.tensorflow_cpu()
+  """Image files -> (N, H, W, 3) float32, as evaluation sees them: for a
+  CIFAR run the whole picture at its size (Pillow: no TensorFlow needed),
+  otherwise the evaluation's centre crop (tf.data's decoding)."""
+  if cifar.is_cifar(config.data.name):
+    images = [_whole_image(path, config.data.image_size) for path in paths]
+  else:
+    images = [_centre_crop(config, path) for path in paths]
+  return np.asarray(augment.normalise(np.stack(images), pixel_mean))
+
+
+def _unreadable(path, reason: str) -> ConfigError:
+  return ConfigError(
+    f'{path} is not a readable image (JPEG, PNG, GIF or BMP): {reason[:200]}'
+  )
+
+
+def _whole_image(path, size: int) -> np.ndarray:
+  """CIFAR's images are whole pictures at 32x32: another size is resized
+  to it (bilinear, antialiased when shrinking), as uint8 RGB."""
+  from PIL import Image
+
+  try:
+    with Image.open(path) as image:
+      image = image.convert('RGB')
+      if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+      return np.asarray(image, np.uint8)
+  except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError too
+    raise _unreadable(path, str(e)) from e
+
+
+def _centre_crop(config, path) -> np.ndarray:
+  tf = tf_cpu.tensorflow()
   from resnet_jax.data import image_ops
 
   size = config.data.image_size
-  whole = cifar.is_cifar(config.data.name)
   side = round(size * image_ops.TEN_CROP_SIDE / image_ops.CROP)
-  images = []
-  for path in paths:
-    data = tf.io.read_file(path)
-    try:
-      if whole:  # CIFAR's images are whole pictures at 32x32
-        image = tf.image.resize(
-          image_ops.decode(data), (size, size), antialias=True
-        )
-        image = image_ops.to_uint8(image)
-      else:
-        image = image_ops.center_crop(data, side, size)
-    except (tf.errors.InvalidArgumentError, ValueError) as e:
-      # TF's message, without its op and function names
-      reason = re.sub(r'\{\{.*?\}\}|\[Op:.*', '', str(e)).strip()
-      raise ConfigError(
-        f'{path} is not a readable image (JPEG, PNG, GIF or BMP): '
-        f'{reason[:200]}'
-      ) from e
-    images.append(image.numpy())
-  return np.asarray(augment.normalise(np.stack(images), pixel_mean))
+  try:
+    return image_ops.center_crop(tf.io.read_file(path), side, size).numpy()
+  except (tf.errors.InvalidArgumentError, ValueError) as e:
+    # TF's message, without its op and function names
+    raise _unreadable(
+      path, re.sub(r'\{\{.*?\}\}|\[Op:.*', '', str(e)).strip()
+    ) from e
 
 
 def load_batch(path: str) -> np.ndarray:

@@ -10,6 +10,7 @@ import jax
 
 from resnet_jax import parallel
 from resnet_jax.data import inputs
+from resnet_jax.data import tf_cpu
 from resnet_jax.run import layout
 from resnet_jax.train import loop
 
@@ -147,7 +148,7 @@ def input_report(config, images: int) -> dict:
   )
   # The reference: each whole JPEG decoded, and nothing else.
   files, _, _ = image_sets.source(data, 'train')
-  tf = image_sets.tensorflow_cpu()
+  tf = tf_cpu.tensorflow()
   read = image_sets.read_jpeg(tf, image_sets.reads_paths(data, 'train'))
   bare = (
     files.repeat()
