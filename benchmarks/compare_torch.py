@@ -28,6 +28,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import torch_resnet  # noqa: E402
+from resnet_jax import command  # noqa: E402
 from resnet_jax import errors  # noqa: E402
 from resnet_jax.model import counting  # noqa: E402
 from resnet_jax.model import resnet  # noqa: E402
@@ -125,4 +126,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('config')
-  errors.run(main)
+  command.run(main)

@@ -27,6 +27,7 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from resnet_jax import command
 from resnet_jax import errors
 from resnet_jax.train.benchmark import input_report
 from resnet_jax.train.benchmark import listing_report
@@ -145,7 +146,7 @@ def define_flags():
 def cli():
   """The command (its console script, and `python -m`)."""
   define_flags()
-  errors.run(main)
+  command.run(main)
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ import json
 from absl import flags
 from ml_collections import config_flags
 
-from resnet_jax import errors
+from resnet_jax import command
 from resnet_jax.errors import ConfigError
 from resnet_jax.run.torchvision_io import export_checkpoint
 from resnet_jax.run.torchvision_io import import_checkpoint
@@ -62,7 +62,7 @@ def cli():
   flags.DEFINE_string(
     'weights', 'raw', "Export: 'raw' or 'ema' (the weights' moving average)."
   )
-  errors.run(main)
+  command.run(main)
 
 
 if __name__ == '__main__':

@@ -28,7 +28,7 @@ from absl import flags
 from ml_collections import config_dict
 from ml_collections import config_flags
 
-from resnet_jax import errors
+from resnet_jax import command
 from resnet_jax.data import test_sets
 from resnet_jax.errors import ConfigError
 from resnet_jax.eval.saved_run import evaluate_workdir
@@ -69,7 +69,7 @@ def _workdir_from_argv(argv) -> str:
 
 def cli():
   """The command (its console script, and `python -m`)."""
-  if any(arg in errors.HELP for arg in sys.argv) and not any(
+  if any(arg in command.HELP for arg in sys.argv) and not any(
     arg.startswith('--workdir') for arg in sys.argv
   ):
     base = config_dict.ConfigDict()  # help: the run's config is not known
@@ -108,7 +108,7 @@ def cli():
     "ReaL's real.json (with the run's data.image_folder/val); default: "
     'tfds imagenet_v2 or imagenet2012_real.',
   )
-  errors.run(main)
+  command.run(main)
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ import json
 
 from absl import flags
 
-from resnet_jax import errors
+from resnet_jax import command
 from resnet_jax.eval.predict import predict
 
 FLAGS = flags.FLAGS
@@ -39,7 +39,7 @@ def cli():
     'weights', 'raw', "'raw' or 'ema' (the weights' moving average)."
   )
   flags.mark_flag_as_required('workdir')
-  errors.run(main)
+  command.run(main)
 
 
 if __name__ == '__main__':

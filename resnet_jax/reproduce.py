@@ -51,7 +51,7 @@ import sys
 
 from absl import flags
 
-from resnet_jax import errors
+from resnet_jax import command as command_line
 from resnet_jax.errors import ConfigError
 from resnet_jax.errors import Stopped
 from resnet_jax.paper import experiments
@@ -351,7 +351,7 @@ def define_flags():
 def cli():
   """The command (its console script, and `python -m`)."""
   define_flags()
-  errors.run(main)
+  command_line.run(main)
 
 
 if __name__ == '__main__':

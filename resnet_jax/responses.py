@@ -17,7 +17,7 @@ import json
 
 from absl import flags
 
-from resnet_jax import errors
+from resnet_jax import command
 from resnet_jax.errors import ConfigError
 from resnet_jax.paper.responses import workdir_responses
 
@@ -35,7 +35,7 @@ def cli():
   flags.DEFINE_string('workdir', None, "A CIFAR training run's workdir.")
   flags.DEFINE_integer('images', 500, 'Evaluation images to use.')
   flags.mark_flag_as_required('workdir')
-  errors.run(main)
+  command.run(main)
 
 
 if __name__ == '__main__':

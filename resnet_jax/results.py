@@ -14,7 +14,7 @@ import os
 
 from absl import flags
 
-from resnet_jax import errors
+from resnet_jax import command
 from resnet_jax.errors import ConfigError
 from resnet_jax.paper.results import replace_section
 from resnet_jax.paper.results import section
@@ -40,7 +40,7 @@ def main(argv):
 def cli():
   """The command (its console script, and `python -m`)."""
   flags.DEFINE_string('readme', 'README.md', 'The README to update.')
-  errors.run(main)
+  command.run(main)
 
 
 if __name__ == '__main__':

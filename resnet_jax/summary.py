@@ -17,7 +17,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from resnet_jax import errors
+from resnet_jax import command
 from resnet_jax.model import resnet
 from resnet_jax.model.counting import count
 from resnet_jax.model.counting import format_table
@@ -44,7 +44,7 @@ def cli():
   config_flags.DEFINE_config_file('config', None, 'Config file.')
   flags.DEFINE_bool('json', False, 'Print one JSON object instead.')
   flags.mark_flag_as_required('config')
-  errors.run(main)
+  command.run(main)
 
 
 if __name__ == '__main__':

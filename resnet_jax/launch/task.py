@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 
+from resnet_jax import command
 from resnet_jax import errors
 from resnet_jax.config import arguments
 from resnet_jax.errors import ConfigError
@@ -180,4 +181,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  errors.run(main)
+  command.run(main)

@@ -12,6 +12,7 @@ Running the same command again resumes from WORKDIR/checkpoints.
 from absl import flags
 from ml_collections import config_flags
 
+from resnet_jax import command
 from resnet_jax import errors
 from resnet_jax.train import loop
 
@@ -31,7 +32,7 @@ def cli():
   config_flags.DEFINE_config_file('config', None, 'Config file.')
   flags.DEFINE_string('workdir', None, 'Checkpoints, logs, metrics.')
   flags.mark_flags_as_required(['config', 'workdir'])
-  errors.run(main)
+  command.run(main)
 
 
 if __name__ == '__main__':
