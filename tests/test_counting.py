@@ -171,3 +171,22 @@ def test_deep_stem_shapes_and_names():
     (3, 3, 32, 64),
   ]
   assert 'conv_init' not in shapes and 'bn_init3' in shapes
+
+
+def test_summary_table_of_resnet20():
+  """The summary command's table: a row per stage in order, its numbers
+  with thousands separators, right-aligned in columns of 8, 16, 14, 16."""
+  lines = counting.format_table(counts('cifar10.py:resnet20')).splitlines()
+  assert [line.split() for line in lines] == [
+    ['stage', 'output', 'params', 'MACs'],
+    ['stem', '32x32x16', '464', '442,368'],
+    ['stage1', '32x32x16', '14,016', '14,155,776'],
+    # option A: a block is two 3x3 convs with their BN (scale and bias)
+    ['stage2', '16x16x32', '51,072', '12,976,128'],
+    ['stage3', '8x8x64', '203,520', '12,976,128'],
+    ['head', '10', '650', '640'],  # 64 -> 10 classes
+    ['total', '269,722', '40,551,040'],
+  ]
+  assert {len(line) for line in lines} == {8 + 1 + 16 + 1 + 14 + 1 + 16}
+  assert lines[1].startswith('stem ') and lines[1].endswith(' 442,368')
+  assert lines[-1].index('269,722') == 8 + 1 + 16 + 1 + 14 - len('269,722')
