@@ -87,6 +87,29 @@ def test_pca_lighting_shifts_each_image_by_one_colour():
   np.testing.assert_array_equal(off, images)
 
 
+def test_pca_lighting_alpha_is_a_normal_draw_per_image_with_its_std():
+  """AlexNet's lighting: image + eigvec @ (alpha * eigval), alpha ~
+  N(0, std) drawn for each channel of each image, from the key of
+  (seed, step, position). Read back from the shifts of 4,000 one-pixel
+  images, at a std other than the default."""
+  n, std = 4000, 0.25
+  images = jnp.zeros((n, 1, 1, 3))
+  key = jax.random.key(7)
+  out = augment.normalise_and_light(images, 0.0, key, 5, jnp.arange(n), std)
+  shift = np.asarray(out, np.float64)[:, 0, 0, :]
+  alpha = np.linalg.solve(augment.PCA_EIGVEC, shift.T).T / augment.PCA_EIGVAL
+  assert np.all(np.abs(alpha.mean(0)) < 4 * std / np.sqrt(n))
+  np.testing.assert_allclose(alpha.std(0), std, rtol=0.05)
+  corr = np.corrcoef(alpha.T)[np.triu_indices(3, 1)]
+  assert np.all(np.abs(corr) < 0.1)  # three independent draws
+  # Which draw: image i's key is fold_in(fold_in(key, step), i), and the
+  # shift is added, not subtracted.
+  step_key = jax.random.fold_in(key, 5)
+  for i in (0, 1, n - 1):
+    z = jax.random.normal(jax.random.fold_in(step_key, i), (3,))
+    np.testing.assert_allclose(alpha[i], std * np.asarray(z), rtol=1e-4)
+
+
 MIX = jax.jit(augment.mix, static_argnums=5)
 BOTH = augment.Mixing(
   mixup_alpha=0.4, cutmix_alpha=1.0, prob=0.75, switch_prob=0.3, per='example'

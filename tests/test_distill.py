@@ -43,6 +43,25 @@ def test_distillation_loss_against_its_formula(t, w, smoothing):
   assert not np.asarray(grad).any()
 
 
+def test_distillation_loss_defaults_and_bfloat16_inputs():
+  """No label smoothing unless asked; bfloat16 logits (train.dtype
+  bfloat16) are scored in float32: the loss of the same values in
+  float32, not of bfloat16 arithmetic."""
+  args = (LABELS, jnp.asarray(TEACHER), 20.0, 0.5)
+  unsmoothed = losses.distillation_loss(jnp.asarray(LOGITS), *args, 0.0)
+  np.testing.assert_array_equal(
+    losses.distillation_loss(jnp.asarray(LOGITS), *args), unsmoothed
+  )
+  low = jnp.asarray(LOGITS * 7.3, jnp.bfloat16)  # not exact in bfloat16
+  teacher = jnp.asarray(TEACHER * 7.3, jnp.bfloat16)
+  got = losses.distillation_loss(low, LABELS, teacher, 20.0, 0.5)
+  assert got.dtype == jnp.float32
+  expected = losses.distillation_loss(
+    low.astype(jnp.float32), LABELS, teacher.astype(jnp.float32), 20.0, 0.5
+  )
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
 @pytest.fixture(scope='module')
 def teacher(tmp_path_factory):
   """A trained ResNet-8's workdir (four steps: a teacher need not be good

@@ -50,6 +50,107 @@ def test_training_batches(crop):
   assert sorted(seen) == list(range(40))  # one epoch: every image once
 
 
+# A lossless picture whose pixels say where they are: red is the row,
+# green the column (192 x 256, so both fit in a byte).
+RAMP_H, RAMP_W = 192, 256
+
+
+def _ramp_png():
+  from resnet_jax.data import tf_cpu
+
+  tf = tf_cpu.tensorflow()
+  rows, cols = np.mgrid[:RAMP_H, :RAMP_W]
+  image = np.stack([rows, cols, np.zeros_like(rows)], -1).astype(np.uint8)
+  return tf.io.encode_png(image)
+
+
+def _fit(values):
+  """(start, length) of the window a 32-sample bilinear resize read:
+  sample i reads start - 0.5 + (i + 0.5) * length / 32."""
+  slope, intercept = np.polyfit(np.arange(32) + 0.5, values, 1)
+  return intercept + 0.5, slope * 32
+
+
+def crop_windows(crop, draws: int) -> np.ndarray:
+  """(top, left, height, width, flipped) of `draws` crops of the ramp,
+  read back from the crops' pixels."""
+  from resnet_jax.data import tf_cpu
+
+  tf = tf_cpu.tensorflow()
+  png = _ramp_png()
+  crop = tf.function(crop)  # traced once: the draws are cheap
+  found = []
+  for i in range(draws):
+    out = crop(png, tf.constant([i, 17], tf.int64)).numpy().astype(float)
+    assert out.shape == (32, 32, 3)
+    top, height = _fit(out[:, :, 0].mean(1))
+    columns = out[:, :, 1].mean(0)
+    flipped = columns[-1] < columns[0]
+    left, width = _fit(columns[::-1] if flipped else columns)
+    found.append((top, left, height, width, flipped))
+  return np.array(found)
+
+
+def test_inception_crop_boxes_and_flips():
+  """Szegedy et al.'s crop: a box of 8-100% of the area with aspect 3/4
+  to 4/3 anywhere in the image, resized without antialiasing, flipped
+  half the time."""
+  from resnet_jax.data import image_ops
+
+  boxes = crop_windows(lambda png, s: image_ops.inception_crop(png, s, 32), 400)
+  top, left, height, width, flipped = boxes.T
+  area = height * width / (RAMP_H * RAMP_W)
+  assert area.min() > 0.075 and area.min() < 0.15 and area.max() > 0.8
+  aspect = width / height
+  assert aspect.min() > 0.73 and aspect.max() < 1.37
+  assert aspect.min() < 0.8 and aspect.max() > 1.25  # both ends reached
+  assert top.min() > -1 and (top + height).max() < RAMP_H + 1
+  assert left.min() > -1 and (left + width).max() < RAMP_W + 1
+  assert len(np.unique(np.round(left))) > 50  # anywhere across the width
+  assert 160 < flipped.sum() < 240
+
+
+def test_scale_augment_windows_are_the_papers():
+  """The paper's crop: shorter side S ~ U[256, 480], so a square window
+  of 224 / S of the shorter side, anywhere, flipped half the time (here
+  a 32-pixel crop of a 192-pixel shorter side: windows of 12.8 to 24)."""
+  from resnet_jax.data import image_ops
+
+  def crop(png, seed):
+    return image_ops.scale_augment(png, seed, 256, 480, size=32)
+
+  top, left, height, width, flipped = crop_windows(crop, 400).T
+  np.testing.assert_allclose(height, width, atol=1)  # square
+  side = 32 * RAMP_H / height  # S, read back
+  assert side.min() > 250 and side.max() < 490
+  assert side.min() < 270 and side.max() > 460
+  assert abs(np.mean(side) - 368) < 10  # U[256, 480]
+  assert top.min() < 2 and (top + height).max() > RAMP_H - 2
+  assert left.min() < 2 and (left + width).max() > RAMP_W - 2
+  assert 160 < flipped.sum() < 240
+
+
+def test_training_crops_are_not_antialiased():
+  """Both training crops resize without antialiasing (for speed: crop
+  scales are random anyway), so a one-pixel checkerboard shrunk about 8x
+  keeps much of its contrast; a window resized as evaluation does it
+  (antialiased) is grey."""
+  from resnet_jax.data import image_ops
+  from resnet_jax.data import tf_cpu
+
+  tf = tf_cpu.tensorflow()
+  board = (np.indices((256, 256)).sum(0) % 2 * 255).astype(np.uint8)
+  png = tf.io.encode_png(np.repeat(board[:, :, None], 3, -1))
+  for crop in (image_ops.inception_crop, image_ops.scale_augment):
+    spread = [
+      crop(png, tf.constant([i, 4], tf.int64), size=32).numpy().std()
+      for i in range(5)
+    ]
+    assert np.median(spread) > 30, (crop.__name__, spread)
+  evaluation = image_ops.decode_window(png, 0, 0, 200, 180, 32)
+  assert evaluation.numpy().std() < 5
+
+
 @pytest.mark.parametrize(
   'host_augment', [{}, dict(auto_augment='rand', random_erasing=0.5)]
 )

@@ -137,6 +137,29 @@ def test_zero_branch_preact_block_is_identity(block_cls, features):
   np.testing.assert_allclose(y, x, atol=1e-6)  # a clean identity path
 
 
+def test_preact_projection_reads_the_preactivated_input():
+  """He et al. 2016 (v2), as the authors' code: where the shortcut
+  projects, it reads relu(bn1(x)), not x. With the branch zeroed and BN
+  at its initial statistics (x / sqrt(1 + eps)), the block is the 1x1
+  stride-2 projection of relu(x / sqrt(1 + eps)), divided once more."""
+  eps = 1e-5
+  norm = lambda **kw: nn.BatchNorm(use_running_average=True, epsilon=eps, **kw)
+  block = blocks.PreActBasicBlock(
+    features=32,
+    strides=2,
+    conv=resnet.conv_padded,
+    norm=norm,
+    shortcut='B',
+    zero_init_last_bn=True,
+  )
+  x = jax.random.normal(jax.random.key(3), (2, 8, 8, 16))
+  variables = block.init(jax.random.key(0), x)
+  kernel = variables['params']['shortcut']['conv_proj']['kernel'][0, 0]
+  pre = np.maximum(np.asarray(x) / np.sqrt(1 + eps), 0)
+  expected = pre[:, ::2, ::2, :] @ np.asarray(kernel) / np.sqrt(1 + eps)
+  np.testing.assert_allclose(block.apply(variables, x), expected, atol=1e-5)
+
+
 def test_bottleneck_stride_placement():
   def kernel_strides(stride):
     seen = {}
