@@ -18,6 +18,7 @@ from resnet_jax import command
 from resnet_jax.errors import ConfigError
 from resnet_jax.paper.results import replace_section
 from resnet_jax.paper.results import section
+from resnet_jax.run import files
 
 FLAGS = flags.FLAGS
 
@@ -32,8 +33,7 @@ def main(argv):
   base = os.path.dirname(os.path.abspath(readme))
   updated = replace_section(text, section(folders, base))
   if updated != text:
-    with open(readme, 'w') as f:
-      f.write(updated)
+    files.replace(readme, updated)
   print(f'{readme}: results from {len(folders)} folder(s)')
 
 

@@ -4,6 +4,7 @@ own workdir, finished ones skipped; the ledger, plots and responses."""
 import ast
 import csv
 import dataclasses
+import io
 import json
 import os
 import shlex
@@ -22,6 +23,7 @@ from resnet_jax.model import resnet
 from resnet_jax.paper import experiments
 from resnet_jax.paper import plots
 from resnet_jax.paper import responses
+from resnet_jax.run import files
 from resnet_jax.run import layout
 from resnet_jax.run import resume
 
@@ -168,12 +170,12 @@ def markdown(rows) -> str:
 
 
 def write_ledger(rows, root: str):
-  with open(os.path.join(root, 'ledger.csv'), 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-  with open(os.path.join(root, 'ledger.md'), 'w') as f:
-    f.write(markdown(rows))
+  table = io.StringIO(newline='')
+  writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+  writer.writeheader()
+  writer.writerows(rows)
+  files.replace(os.path.join(root, 'ledger.csv'), table.getvalue())
+  files.replace(os.path.join(root, 'ledger.md'), markdown(rows))
 
 
 def select(experiment, names):

@@ -11,6 +11,7 @@ from resnet_jax.data import augment
 from resnet_jax.data import cifar
 from resnet_jax.errors import ConfigError
 from resnet_jax.model import resnet
+from resnet_jax.run import files
 from resnet_jax.run import layout
 from resnet_jax.run import saved
 
@@ -76,6 +77,5 @@ def workdir_responses(workdir: str, max_images: int = 500) -> dict:
     depth=int(config.model.depth),
     std=[round(v, 6) for v in layer_stds(model, variables, images)],
   )
-  with open(os.path.join(workdir, FILE), 'w') as f:
-    json.dump(result, f)
+  files.replace(os.path.join(workdir, FILE), json.dumps(result))
   return result

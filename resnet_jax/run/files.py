@@ -9,7 +9,7 @@ def replace(path: str, text: str):
   process never leaves a file cut short (a temporary file, then a rename)."""
   tmp = f'{path}.tmp{os.getpid()}'
   try:
-    with open(tmp, 'w') as f:
+    with open(tmp, 'w', newline='') as f:  # the text's own line ends
       f.write(text)
     os.replace(tmp, path)
   finally:

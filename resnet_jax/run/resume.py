@@ -12,6 +12,7 @@ import orbax.checkpoint as ocp
 from resnet_jax import errors
 from resnet_jax.data import cifar
 from resnet_jax.errors import ConfigError
+from resnet_jax.run import files
 from resnet_jax.run import layout
 
 # Keys added to the configs after runs were saved without them, with the
@@ -214,12 +215,5 @@ def truncate_metrics(workdir: str, step: int) -> None:
     except (ValueError, KeyError):  # a line cut short by the kill
       continue
   if len(kept) != len(lines):
-    tmp = path + '.tmp'
     with errors.writing(path, 'rewriting the metrics log'):
-      try:
-        with open(tmp, 'w') as f:
-          f.writelines(kept)
-        os.replace(tmp, path)  # atomic: never a half-written log
-      finally:
-        if os.path.exists(tmp):
-          os.remove(tmp)
+      files.replace(path, ''.join(kept))  # never a half-written log

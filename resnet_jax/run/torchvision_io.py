@@ -11,6 +11,7 @@ from resnet_jax.errors import ConfigError
 from resnet_jax.model import resnet
 from resnet_jax.model import torch_convert
 from resnet_jax.run import checkpoint
+from resnet_jax.run import files
 from resnet_jax.run import layout
 from resnet_jax.run import saved
 from resnet_jax.train import optim
@@ -44,8 +45,10 @@ def import_checkpoint(config, torch_path: str, workdir: str) -> dict:
   )
   saver.save(0, state)
   saver.wait()
-  with open(layout.path(workdir, layout.CONFIG), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
+  files.replace(
+    layout.path(workdir, layout.CONFIG),
+    config.to_json_best_effort(indent=2, sort_keys=True) + '\n',
+  )
   return dict(
     workdir=workdir,
     tensors=len(state_dict),
