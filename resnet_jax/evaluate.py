@@ -29,18 +29,18 @@ from ml_collections import config_dict
 from ml_collections import config_flags
 
 from resnet_jax import command
+from resnet_jax import parallel
 from resnet_jax.data import test_sets
 from resnet_jax.errors import ConfigError
 from resnet_jax.eval.saved_run import evaluate_workdir
 from resnet_jax.run import saved
-from resnet_jax.train import loop
 
 
 def main(argv):
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = flags.FLAGS.config
-  loop.initialize_distributed()
+  parallel.initialize_distributed()
   test_set = None
   if flags.FLAGS.test_set:
     test_set = test_sets.TestSet(flags.FLAGS.test_set, flags.FLAGS.test_data)

@@ -3,7 +3,7 @@ per invocation, one array task per run.
 
 A run of more than one node is a task of one process per node, whose
 processes find each other through jax.distributed's SLURM detection
-(train/loop.initialize_distributed). Each task writes its output to its
+(parallel.initialize_distributed). Each task writes its output to its
 run's WORKDIR/log.txt (other ranks: log.rankR.txt); submitit's own files
 (pickles, its logs) are under ROOT/slurm/JOBID/.
 
@@ -115,9 +115,9 @@ class SweepTask:
         preemption.request('SIGUSR2')
 
     signal.signal(signal.SIGUSR2, on_warning)
-    from resnet_jax.train import loop
+    from resnet_jax import parallel
 
-    loop.initialize_distributed()
+    parallel.initialize_distributed()
     try:
       return tasks.run_task(self.task)
     except Exception as e:

@@ -9,11 +9,14 @@
 Running the same command again resumes from WORKDIR/checkpoints.
 """
 
+import json
+
 from absl import flags
 from ml_collections import config_flags
 
 from resnet_jax import command
 from resnet_jax import errors
+from resnet_jax import parallel
 from resnet_jax.train import loop
 
 FLAGS = flags.FLAGS
@@ -22,9 +25,9 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise errors.ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
-  loop.initialize_distributed()
+  parallel.initialize_distributed()
   result = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  print(loop.summary_line(result))
+  print(json.dumps(result, sort_keys=True))  # the run's last stdout line
 
 
 def cli():
