@@ -194,6 +194,18 @@ def finetune_update(mode, grads=None, **optim_keys):
   return jax.tree.map(np.asarray, updates), float(lr(0))
 
 
+def test_unknown_finetuning_mode_is_refused():
+  """Past the config's range check (a config edited in code): the
+  optimizer itself names the mode and the valid ones."""
+  config = load_config('configs/finetune.py:resnet8,family=cifar,mode=full')
+  config.finetune.mode = 'head_only'
+  with pytest.raises(
+    ConfigError,
+    match="finetune.mode='head_only' is not one of full, linear_probe",
+  ):
+    optim.optimizer(config, TWO_GROUPS, steps_per_epoch=10)
+
+
 @pytest.mark.parametrize('mode', ['full', 'linear_probe'])
 @pytest.mark.parametrize('name', ['sgd', 'adamw', 'lars'])
 def test_finetuning_decays_and_trusts_exactly_the_kernels_of_each_group(
