@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import sysconfig
+import warnings
 
 import pytest
 
@@ -128,3 +129,24 @@ def test_api_and_quickstart_from_an_installed_copy(venv):
     'site-packages/resnet_jax/samples'
     in (work / 'qs' / 'config.json').read_text()
   )
+
+
+def _warn_from(module: str, category):
+  """warnings.warn(..., category) from a function of module `module` (a
+  warning's module is that of the frame it is attributed to)."""
+  namespace = {'__name__': module, 'warnings': warnings}
+  exec('def call(c):\n  warnings.warn("going away", c)', namespace)
+  namespace['call'](category)
+
+
+@pytest.mark.parametrize(
+  'category', [DeprecationWarning, PendingDeprecationWarning, FutureWarning]
+)
+def test_a_deprecation_about_our_own_call_fails_the_run(category):
+  """pyproject.toml's filters: raised about a call in resnet_jax or the
+  tests it is an error; about a library's own call, a warning."""
+  for ours in ('resnet_jax.train.loop', 'tests.helpers', 'test_resume'):
+    with pytest.raises(category, match='going away'):
+      _warn_from(ours, category)
+  with pytest.warns(category, match='going away'):
+    _warn_from('optax._src.transform', category)
