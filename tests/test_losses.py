@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from resnet_jax.data import augment
 from resnet_jax.train import losses
 
 LOGITS = jnp.array([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 3.0]])
@@ -38,7 +39,7 @@ def test_smoothed_loss_against_its_formula():
 def test_mixed_labels_loss_is_the_cross_entropy_of_mixed_smoothed_targets():
   a, k = 0.1, LOGITS.shape[1]
   weight = jnp.array([0.3, 1.0])
-  mixed = losses.MixedLabels(LABELS, jnp.array([1, 3]), weight)
+  mixed = augment.MixedLabels(LABELS, jnp.array([1, 3]), weight)
   targets = np.asarray(weight)[:, None] * np.asarray(
     losses.smooth(LABELS, k, a)
   ) + (1 - np.asarray(weight))[:, None] * np.asarray(

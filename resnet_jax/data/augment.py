@@ -8,13 +8,23 @@ uninterrupted one, whatever the number of devices.
 """
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from resnet_jax.errors import ConfigError
-from resnet_jax.train.losses import MixedLabels
+
+
+class MixedLabels(NamedTuple):
+  """The labels of mixed examples (mixup, CutMix): each example is
+  `weight` of its own label and 1 - weight of its partner's."""
+
+  labels: jax.Array  # int32 (N,)
+  partners: jax.Array  # int32 (N,)
+  weight: jax.Array  # float32 (N,), in [0, 1]
+
 
 PAD = 4  # section 4.2: 4 pixels padded on each side, then a 32x32 crop
 

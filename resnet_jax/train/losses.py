@@ -1,19 +1,10 @@
 """The training loss."""
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import optax
 
-
-class MixedLabels(NamedTuple):
-  """The labels of mixed examples (mixup, CutMix): each example is
-  `weight` of its own label and 1 - weight of its partner's."""
-
-  labels: jax.Array  # int32 (N,)
-  partners: jax.Array  # int32 (N,)
-  weight: jax.Array  # float32 (N,), in [0, 1]
+from resnet_jax.data.augment import MixedLabels
 
 
 def cross_entropy(logits, labels):

@@ -40,7 +40,7 @@ def train_step(
   With `axis_name`, gradients, metrics and BN running statistics are
   averaged over that axis. BN normalises with per-device statistics unless
   the model was built with `bn_axis_name` (synchronised BN). `labels` are
-  integer labels or losses.MixedLabels (mixup, CutMix). With `ema_decay`
+  integer labels or augment.MixedLabels (mixup, CutMix). With `ema_decay`
   the moving average of the weights (state.ema) follows the new weights.
   With `distillation` (distill.Distillation), `teacher`'s weights give
   the logits of the same images that the loss learns from as well.
