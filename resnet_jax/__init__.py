@@ -130,9 +130,9 @@ def load_run(workdir: str, weights: str = 'raw') -> Run:
   `workdir` (a run trained here, imported or fine-tuned), read-only; its
   raw weights or 'ema', their moving average (train.ema_decay)."""
   from resnet_jax.eval import predict as prediction
-  from resnet_jax.run import saved
+  from resnet_jax.train import saved_state
 
-  config, model, state = saved.load(workdir, weights=weights)
+  config, model, state = saved_state.load(workdir, weights=weights)
   return Run(
     config=config,
     model=model,

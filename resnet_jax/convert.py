@@ -20,8 +20,8 @@ from ml_collections import config_flags
 
 from resnet_jax import command
 from resnet_jax.errors import ConfigError
-from resnet_jax.run.torchvision_io import export_checkpoint
-from resnet_jax.run.torchvision_io import import_checkpoint
+from resnet_jax.train.torchvision_io import export_checkpoint
+from resnet_jax.train.torchvision_io import import_checkpoint
 
 FLAGS = flags.FLAGS
 

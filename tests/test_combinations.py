@@ -31,9 +31,9 @@ import numpy as np
 import pytest
 
 from resnet_jax.errors import ConfigError
-from resnet_jax.run import saved
 from resnet_jax.train import finetune
 from resnet_jax.train import loop
+from resnet_jax.train import saved_state
 from resnet_jax.train import train_state
 from tests.helpers import load_config
 from tests.helpers import read_metrics
@@ -245,10 +245,10 @@ def _check_case(case, sources, root):
   # A copy of the run, put back to its step-1 checkpoint, then resumed.
   shutil.copytree(a, b)
   shutil.rmtree(b / 'checkpoints' / '2')
-  _, _, one = saved.load(str(b))
+  _, _, one = saved_state.load(str(b))
   loop.train_and_evaluate(copy.deepcopy(config), str(b), devices)
-  _, _, two = saved.load(str(a))
-  _, _, resumed = saved.load(str(b))
+  _, _, two = saved_state.load(str(a))
+  _, _, resumed = saved_state.load(str(b))
   _assert_same(resumed.params, two.params, 'resumed params')
   _assert_same(resumed.batch_stats, two.batch_stats, 'resumed BN statistics')
   _assert_same(resumed.opt_state, two.opt_state, 'resumed optimizer')

@@ -18,6 +18,7 @@ from resnet_jax.run import saved
 from resnet_jax.train import finetune
 from resnet_jax.train import loop
 from resnet_jax.train import optim
+from resnet_jax.train import saved_state
 from tests.helpers import REPO
 from tests.helpers import SAMPLE
 from tests.helpers import few_devices
@@ -77,8 +78,8 @@ def runs(tmp_path_factory):
 
 def test_linear_probe_on_an_image_folder_learns(runs):
   source_dir, _, probe_dir = runs
-  _, _, source = saved.load(str(source_dir))
-  config, _, probe = saved.load(str(probe_dir))
+  _, _, source = saved_state.load(str(source_dir))
+  config, _, probe = saved_state.load(str(probe_dir))
   # Frozen: every backbone weight and BN statistic is the source's.
   for tree in ('params', 'batch_stats'):
     ours, theirs = getattr(probe, tree), getattr(source, tree)
@@ -160,7 +161,7 @@ def test_predict_images_and_prepared_batches_agree(runs, tmp_path):
     assert sum(r['probabilities']) == pytest.approx(1, abs=1e-5)
   # The same pictures, prepared as evaluation does, as a .npy batch: the
   # raw logits give the same probabilities.
-  config, _, state = saved.load(str(probe_dir))
+  config, _, state = saved_state.load(str(probe_dir))
   batch = predict.prepare_images(config, files, state.pixel_mean)
   np.save(tmp_path / 'batch.npy', batch)
   logits = predict.predict(str(probe_dir), [str(tmp_path / 'batch.npy')])
@@ -250,7 +251,7 @@ def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):
   torchvision normalisation travels with the weights."""
   from resnet_jax.model import resnet
   from resnet_jax.model import torch_convert
-  from resnet_jax.run import torchvision_io
+  from resnet_jax.train import torchvision_io
 
   imagenet = load_config('configs/imagenet.py:resnet18,shortcut=B')
   imagenet.data.image_size = 32
@@ -289,7 +290,7 @@ def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):
     2,
   )
   loop.train_and_evaluate(config, str(tmp_path / 'probe'), few_devices())
-  probe_config, _, probe = saved.load(str(tmp_path / 'probe'))
+  probe_config, _, probe = saved_state.load(str(tmp_path / 'probe'))
   mean, scale = torch_convert.input_normalisation()
   assert probe_config.data.mean == 'channel'
   np.testing.assert_allclose(probe_config.model.input_scale, scale)

@@ -149,7 +149,7 @@ def test_convert_cli_import_evaluate_export(tmp_path):
   from resnet_jax.eval import saved_run
   from resnet_jax.paper.reproduce import apply_overrides
   from resnet_jax.run import saved
-  from resnet_jax.run import torchvision_io
+  from resnet_jax.train import torchvision_io
 
   folder = tmp_path / 'images'
   folder.mkdir()

@@ -23,15 +23,15 @@ def main(root: str):
 
   import resnet_jax
   from resnet_jax.data import cifar
-  from resnet_jax.eval import predict
   from resnet_jax.errors import ConfigError
+  from resnet_jax.eval import predict
   from resnet_jax.eval.saved_run import evaluate_workdir
   from resnet_jax.model import counting
   from resnet_jax.model import resnet
   from resnet_jax.model import torch_convert
   from resnet_jax.run import saved
-  from resnet_jax.run import torchvision_io
   from resnet_jax.train import benchmark
+  from resnet_jax.train import torchvision_io
   from tests.helpers import SAMPLE
   from tests.helpers import few_devices
   from tests.helpers import load_config

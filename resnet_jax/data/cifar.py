@@ -41,12 +41,6 @@ class Dataset:
   eval_name: str  # 'test', 'validation' or 'none'
 
 
-def is_cifar(data_name: str | None) -> bool:
-  """Whether a config's data.name is CIFAR (held on the device) rather
-  than an image set streamed from the host."""
-  return data_name in LABEL_BYTES
-
-
 def read_binary(path: str, dataset: str, num_classes: int) -> Split:
   """One file of the official binary format, checked record by record."""
   label_bytes = LABEL_BYTES[dataset]

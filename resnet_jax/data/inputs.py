@@ -19,6 +19,7 @@ import os
 import jax
 import numpy as np
 
+from resnet_jax.config import data_names
 from resnet_jax.data import cifar
 from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
@@ -223,7 +224,7 @@ def _exact_process_sum(total: np.ndarray, count: int):
 def for_config(config, workdir: str | None = None):
   """The input a config asks for: CIFAR on the device, anything else (an
   image folder, tfds imagenet2012 or another tfds dataset) streamed."""
-  if cifar.is_cifar(config.data.name):
+  if data_names.is_cifar(config.data.name):
     return DeviceResident(config)
   if not config.data.image_folder and not config.data.name:
     raise ConfigError(

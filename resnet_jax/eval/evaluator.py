@@ -18,6 +18,7 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from resnet_jax import parallel
+from resnet_jax.config import data_names
 from resnet_jax.data import cifar
 from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
@@ -38,7 +39,7 @@ def build(
   data/test_sets.TestSet) with data.eval_protocol, each process on its
   own devices. ConfigError before anything compiles."""
   batch = config.train.eval_batch_size
-  if not cifar.is_cifar(config.data.name):
+  if not data_names.is_cifar(config.data.name):
     if test_set is not None:
       test_set.check(config.data)
     return ImageSetEvaluator(

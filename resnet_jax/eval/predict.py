@@ -8,12 +8,13 @@ import jax
 import numpy as np
 
 from resnet_jax import parallel
+from resnet_jax.config import data_names
 from resnet_jax.data import augment
-from resnet_jax.data import cifar
 from resnet_jax.data import tf_cpu
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import layout
 from resnet_jax.run import saved
+from resnet_jax.train import saved_state
 
 
 def class_names(config, workdir: str) -> list[str] | None:
@@ -24,7 +25,7 @@ def class_names(config, workdir: str) -> list[str] | None:
     with open(path) as f:
       return json.load(f)
   d = config.data
-  if cifar.is_cifar(d.name) or d.image_folder or not d.name:
+  if data_names.is_cifar(d.name) or d.image_folder or not d.name:
     return None
   tfds = tf_cpu.datasets()
 
@@ -38,7 +39,7 @@ def prepare_images(config, paths, pixel_mean) -> np.ndarray:
   """Image files -> (N, H, W, 3) float32, as evaluation sees them: for a
   CIFAR run the whole picture at its size (Pillow: no TensorFlow needed),
   otherwise the evaluation's centre crop (tf.data's decoding)."""
-  if cifar.is_cifar(config.data.name):
+  if data_names.is_cifar(config.data.name):
     images = [_whole_image(path, config.data.image_size) for path in paths]
   else:
     images = [_centre_crop(config, path) for path in paths]
@@ -108,7 +109,7 @@ def predict(
     raise ConfigError(f'--batch_size={batch_size} must be positive')
   config = saved.saved_config(workdir)
   one_device = parallel.make_mesh(jax.local_devices()[:1])
-  _, model, state = saved.load(workdir, config, one_device, weights)
+  _, model, state = saved_state.load(workdir, config, one_device, weights)
   images = [f for f in files if not f.endswith('.npy')]
   batches = {f: load_batch(f) for f in files if f.endswith('.npy')}
   # Every file is read and checked before anything compiles.

@@ -10,6 +10,7 @@ from resnet_jax.eval import bn_stats
 from resnet_jax.eval import evaluator
 from resnet_jax.model import resnet
 from resnet_jax.run import saved
+from resnet_jax.train import saved_state
 
 
 def evaluate_workdir(
@@ -31,7 +32,7 @@ def evaluate_workdir(
   evaluation = evaluator.build(config, model, test_set=test_set)
   shape, mean_shape = saved.image_shapes(config)
   mesh = parallel.make_mesh()
-  state = saved.restore(
+  state = saved_state.restore(
     config, workdir, model, shape, mean_shape, mesh, weights
   )
   if recompute_bn_batches:

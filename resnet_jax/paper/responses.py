@@ -7,6 +7,7 @@ import os
 import jax
 import numpy as np
 
+from resnet_jax.config import data_names
 from resnet_jax.data import augment
 from resnet_jax.data import cifar
 from resnet_jax.errors import ConfigError
@@ -14,6 +15,7 @@ from resnet_jax.model import resnet
 from resnet_jax.run import files
 from resnet_jax.run import layout
 from resnet_jax.run import saved
+from resnet_jax.train import saved_state
 
 FILE = layout.RESPONSES
 
@@ -56,7 +58,7 @@ def workdir_responses(workdir: str, max_images: int = 500) -> dict:
   """The layer stds of a CIFAR run's latest checkpoint; also written to
   WORKDIR/responses.json."""
   config = saved.saved_config(workdir)
-  if not cifar.is_cifar(config.data.name):
+  if not data_names.is_cifar(config.data.name):
     raise ConfigError(
       f'{workdir}: responses are computed for CIFAR runs (Figure 7), not '
       f'{config.data.name}'
@@ -64,7 +66,7 @@ def workdir_responses(workdir: str, max_images: int = 500) -> dict:
   if max_images <= 0:
     raise ConfigError(f'--images={max_images} must be positive')
   split, split_name = cifar.load_eval(config.data)
-  _, model, state = saved.load(workdir, config)
+  _, model, state = saved_state.load(workdir, config)
   images = np.asarray(
     augment.normalise(split.images[:max_images], state.pixel_mean)
   )

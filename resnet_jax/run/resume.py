@@ -10,7 +10,7 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from resnet_jax import errors
-from resnet_jax.data import cifar
+from resnet_jax.config import data_names
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import files
 from resnet_jax.run import layout
@@ -129,7 +129,7 @@ def check_compatible(workdir: str, config) -> None:
 def added_keys(flat_saved: dict) -> dict:
   """The ADDED_KEYS missing from a saved (flattened) config that its
   config file has now."""
-  on_cifar = cifar.is_cifar(flat_saved.get('data.name'))
+  on_cifar = data_names.is_cifar(flat_saved.get('data.name'))
   added = {
     k: v
     for k, v in ADDED_KEYS.items()

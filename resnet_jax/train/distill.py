@@ -23,6 +23,7 @@ from resnet_jax.errors import ConfigError
 from resnet_jax.model import resnet
 from resnet_jax.run import layout
 from resnet_jax.run import saved
+from resnet_jax.train import saved_state
 from resnet_jax.train import train_state
 
 
@@ -62,7 +63,9 @@ class Teacher:
     """{'params', 'batch_stats', 'pixel_mean'} of its newest checkpoint,
     replicated on `mesh` (each process reads the checkpoint whole)."""
     local = parallel.make_mesh(jax.local_devices())
-    _, _, state = saved.load(self.workdir, self.config, local, self.weights)
+    _, _, state = saved_state.load(
+      self.workdir, self.config, local, self.weights
+    )
     return parallel.replicate(
       mesh,
       dict(

@@ -17,6 +17,7 @@ from resnet_jax.config import arguments
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import layout
 from resnet_jax.run import saved
+from resnet_jax.train import saved_state
 from resnet_jax.train import train_state
 
 # What must match for the source's weights to mean the same thing here.
@@ -100,7 +101,7 @@ def source_state(config) -> train_state.TrainState:
   reads it whole; no device holds more than its replica)."""
   init_from = config.finetune.init_from
   local = parallel.make_mesh(jax.local_devices())
-  _, _, state = saved.load(init_from, mesh=local)
+  _, _, state = saved_state.load(init_from, mesh=local)
   return state
 
 

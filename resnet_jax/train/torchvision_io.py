@@ -15,6 +15,7 @@ from resnet_jax.run import files
 from resnet_jax.run import layout
 from resnet_jax.run import saved
 from resnet_jax.train import optim
+from resnet_jax.train import saved_state
 from resnet_jax.train import train_state
 
 
@@ -61,7 +62,7 @@ def export_checkpoint(workdir: str, path: str, weights: str = 'raw') -> dict:
   weights or (`weights='ema'`) their moving average."""
   config = saved.saved_config(workdir)
   torch_convert.check_config(config.model)  # before reading the checkpoint
-  _, _, state = saved.load(workdir, config, weights=weights)
+  _, _, state = saved_state.load(workdir, config, weights=weights)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   state_dict, normalise = torch_convert.export_state_dict(
     variables, state.pixel_mean, config.model.input_scale
