@@ -23,7 +23,7 @@ records the command; `python -m resnet_jax.results` turns such folders
 into the README's results section. `--runs=a,b` trains only those runs
 of the experiment; `--dry_run` prints the train.py commands. EXPERIMENT
 is a built-in name or FILE.py:NAME, the EXPERIMENTS[NAME] of a file of
-yours (experiments.Run's, each with its own overrides if it has any).
+yours (experiments.PlannedRun's, each with its own overrides if it has any).
 
 Many runs at once (README, "Many runs at once"):
 
@@ -57,8 +57,8 @@ from resnet_jax.errors import Stopped
 from resnet_jax.paper import experiments
 from resnet_jax.paper.reproduce import command
 from resnet_jax.paper.reproduce import finish
-from resnet_jax.paper.reproduce import markdown
 from resnet_jax.paper.reproduce import in_stages
+from resnet_jax.paper.reproduce import markdown
 from resnet_jax.paper.reproduce import plan_runs
 from resnet_jax.paper.reproduce import ready
 from resnet_jax.paper.reproduce import run_plan

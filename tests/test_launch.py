@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from resnet_jax.errors import ConfigError
 from resnet_jax import reproduce as reproduce_command
+from resnet_jax.errors import ConfigError
 from resnet_jax.launch import local
 from resnet_jax.launch import slurm
 from tests import slurm_cluster
@@ -21,13 +21,13 @@ from tests.helpers import read_metrics
 from tests.helpers import run_cli
 
 SWEEP = """
-from resnet_jax.paper.experiments import Experiment, Run
+from resnet_jax.paper.experiments import Experiment, PlannedRun
 
 PAIR = (
-  Run('plain8', 'configs/cifar10.py:plain8'),
-  Run('resnet8', 'configs/cifar10.py:resnet8', 9.99),
+  PlannedRun('plain8', 'configs/cifar10.py:plain8'),
+  PlannedRun('resnet8', 'configs/cifar10.py:resnet8', 9.99),
 )
-BROKEN = Run(
+BROKEN = PlannedRun(
   'broken',
   'configs/cifar10.py:resnet8',
   overrides=('data.local_dir=/nonexistent/cifar',),

@@ -22,8 +22,8 @@ SAMPLE_SETS = [
 TINY = experiments.Experiment(
   'two tiny nets',
   (
-    experiments.Run('plain8', 'configs/cifar10.py:plain8'),
-    experiments.Run('resnet8', 'configs/cifar10.py:resnet8', 9.99),
+    experiments.PlannedRun('plain8', 'configs/cifar10.py:plain8'),
+    experiments.PlannedRun('resnet8', 'configs/cifar10.py:resnet8', 9.99),
   ),
 )
 

@@ -232,9 +232,7 @@ def settle(record: dict, queued: set | None) -> str | None:
 
 
 def _run_of(record: dict):
-  from resnet_jax.paper import experiments
-
-  return experiments.Run(record['run'], '')
+  return tasks.PlannedRun(record['run'], '')
 
 
 def _submitit_error(result_file: str) -> str | None:

@@ -11,6 +11,7 @@ A run stopped by a signal (preemption, a time limit, Ctrl-C) has saved its
 checkpoint and is not a failure: started again, it resumes.
 """
 
+import dataclasses
 import os
 import pickle
 import subprocess
@@ -25,15 +26,32 @@ from resnet_jax import command
 from resnet_jax import errors
 from resnet_jax.config import arguments
 from resnet_jax.errors import ConfigError
-from resnet_jax.paper import experiments
 from resnet_jax.run import files
 from resnet_jax.run import layout
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+  """A run of an experiment (paper/experiments.py), before its seeds:
+  what reproduce plans and the launchers start, one Task a seed."""
+
+  name: str  # its workdir, under the experiment's
+  config: str  # configs/FILE.py:ARG
+  paper_error: float | None = None
+  # ImageNet runs: the protocol of the paper's number (data.eval_protocol)
+  test_protocol: str = 'ten_crop'
+  # KEY=VALUE overrides of this run alone (an ablation's values), applied
+  # after the command's --set ones
+  overrides: tuple[str, ...] = ()
+  # Distillation: the run of the experiment whose workdir (same seed) is
+  # this one's train.teacher, unless --set gives one; it trains first.
+  teacher: str | None = None
 
 
 class Task(typing.NamedTuple):
   """A run of an experiment with one seed, its config built and checked."""
 
-  run: experiments.Run
+  run: PlannedRun
   seed: int
   config: Any  # the ConfigDict the run trains with
   workdir: str

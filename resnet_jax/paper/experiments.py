@@ -12,37 +12,23 @@ import importlib.util
 import os
 
 from resnet_jax.errors import ConfigError
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-  name: str  # its workdir, under the experiment's
-  config: str  # configs/FILE.py:ARG
-  paper_error: float | None = None
-  # ImageNet runs: the protocol of the paper's number (data.eval_protocol)
-  test_protocol: str = 'ten_crop'
-  # KEY=VALUE overrides of this run alone (an ablation's values), applied
-  # after the command's --set ones
-  overrides: tuple[str, ...] = ()
-  # Distillation: the run of the experiment whose workdir (same seed) is
-  # this one's train.teacher, unless --set gives one; it trains first.
-  teacher: str | None = None
+from resnet_jax.launch.task import PlannedRun
 
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
   description: str
-  runs: tuple[Run, ...]
+  runs: tuple[PlannedRun, ...]
   # 'curves' (Figure 6's style) and 'responses' (Figure 7's: needs CIFAR).
   plots: tuple[str, ...] = ('curves',)
 
 
 def _cifar(name, error=None):
-  return Run(name, f'configs/cifar10.py:{name}', error)
+  return PlannedRun(name, f'configs/cifar10.py:{name}', error)
 
 
 def _imagenet(name, error=None):
-  return Run(
+  return PlannedRun(
     name.replace(',shortcut=', '_'), f'configs/imagenet.py:{name}', error
   )
 
@@ -70,7 +56,7 @@ _DISTILLED = ('distill', 'mixup_distill')
 
 
 def _bag_of_tricks(row, error, family=''):
-  return Run(
+  return PlannedRun(
     row,
     f'configs/bag_of_tricks.py:{row}{family}',
     error,
@@ -102,7 +88,7 @@ EXPERIMENTS = {
   'cifar_shortcuts': Experiment(
     'Shortcut options A/B/C on CIFAR-10 ResNet-20/56/110',
     tuple(
-      Run(
+      PlannedRun(
         f'resnet{d}_{s}',
         f'configs/cifar10.py:resnet{d},shortcut={s}',
         TABLE6[d] if s == 'A' else None,

@@ -14,10 +14,10 @@ import sys
 from resnet_jax.config import arguments
 from resnet_jax.config import ranges
 from resnet_jax.errors import ConfigError
+from resnet_jax.launch.task import Task
 from resnet_jax.launch.task import outcome
 from resnet_jax.launch.task import read_failure
 from resnet_jax.launch.task import run_task
-from resnet_jax.launch.task import Task
 from resnet_jax.model import counting
 from resnet_jax.model import resnet
 from resnet_jax.paper import experiments
@@ -76,7 +76,7 @@ def scale_durations(config, scale: float):
   return config
 
 
-def run_config(run: experiments.Run, seed: int, overrides, scale: float):
+def run_config(run: experiments.PlannedRun, seed: int, overrides, scale: float):
   """The run's config: the file's, the command's --set overrides, the
   run's own, durations scaled, the seed; every numeric key checked."""
   config = arguments.load(run.config)

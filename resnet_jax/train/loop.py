@@ -41,7 +41,7 @@ from resnet_jax.train import train_state
 
 
 @dataclasses.dataclass
-class Experiment:
+class TrainingSetup:
   """What a run needs, built and checked from the config."""
 
   config: Any
@@ -60,7 +60,7 @@ class Experiment:
     return optim.to_steps(value, self.config.train.unit, self.steps_per_epoch)
 
 
-def setup(config, devices=None, data=None, workdir=None) -> Experiment:
+def setup(config, devices=None, data=None, workdir=None) -> TrainingSetup:
   """Checks the config and loads the data (or takes `data`, an input such
   as inputs.Synthetic); raises ConfigError on bad input. A `workdir` that
   a run has used already gives it the files that run listed."""
@@ -112,7 +112,7 @@ def setup(config, devices=None, data=None, workdir=None) -> Experiment:
     if evaluates
     else None
   )
-  return Experiment(
+  return TrainingSetup(
     config,
     mesh,
     model,
@@ -127,7 +127,7 @@ def setup(config, devices=None, data=None, workdir=None) -> Experiment:
   )
 
 
-def train_fn(exp: Experiment, start_step: int, batches=None):
+def train_fn(exp: TrainingSetup, start_step: int, batches=None):
   """fn(state, num_steps=1) -> (state, the last step's metrics), compiled
   for the kind of input. Data on the device: the step picks and augments
   its own batches from (seed, step), `num_steps` in one call (each number
@@ -198,7 +198,7 @@ def _warn_of_boundaries_past_the_end(config, total: int, steps_per_epoch):
       )
 
 
-def initial_state(exp: Experiment, pixel_mean=None) -> train_state.TrainState:
+def initial_state(exp: TrainingSetup, pixel_mean=None) -> train_state.TrainState:
   """Fresh parameters (from the config's seed), replicated on the mesh,
   with `pixel_mean` or the training data's."""
   if pixel_mean is None:
@@ -238,7 +238,7 @@ def _prepare_workdir(workdir: str):
     ) from e
 
 
-def _write_config(exp: Experiment, workdir: str):
+def _write_config(exp: TrainingSetup, workdir: str):
   """config.json, and classes.json (the class names, for
   resnet_jax.predict) where the data has names."""
   if jax.process_index() != 0:
@@ -256,7 +256,7 @@ def _write_config(exp: Experiment, workdir: str):
     exp.input.save_listing(workdir)
 
 
-def _start(exp: Experiment) -> train_state.TrainState:
+def _start(exp: TrainingSetup) -> train_state.TrainState:
   """A fresh state, or for fine-tuning the source run's weights with a
   new head."""
   if 'finetune' not in exp.config:
@@ -269,7 +269,7 @@ def _start(exp: Experiment) -> train_state.TrainState:
   return state
 
 
-def _restore(exp: Experiment, mgr, workdir: str):
+def _restore(exp: TrainingSetup, mgr, workdir: str):
   """The state to start from: the newest readable checkpoint, else the
   start (fresh, or fine-tuning's)."""
   state = _start(exp)
@@ -302,7 +302,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     return _train(exp, workdir)
 
 
-def _train(exp: Experiment, workdir: str) -> dict:
+def _train(exp: TrainingSetup, workdir: str) -> dict:
   """The loop of train_and_evaluate, in a workdir this run holds."""
   t = exp.config.train
   saver = checkpoint.Saver(checkpoint.manager(workdir, t.keep_checkpoints))
@@ -378,7 +378,7 @@ def _train(exp: Experiment, workdir: str) -> dict:
   return result
 
 
-def evaluate(exp: Experiment, state, writer=None, step=None) -> dict:
+def evaluate(exp: TrainingSetup, state, writer=None, step=None) -> dict:
   """The evaluator's metrics of the state's weights and, for a run that
   keeps a moving average, of the average's (logged as EVAL_ema, returned
   under 'ema')."""
