@@ -14,8 +14,8 @@ Overrides apply on top of DIR/config.json. The images are normalised with
 the training mean saved in the checkpoint, so OTHER may hold only a
 test_batch.bin (CIFAR) or only val/ (an ImageNet image folder). CIFAR runs
 are tested on their eval split, ImageNet runs on val, or with --test_set
-on ImageNet-V2 or the ReaL labels (data/test_sets.py says what each reads
-and counts). --weights=ema tests the moving average of the weights. The
+on ImageNet-V2 or the ReaL labels (data/imagenet_variants.py says what
+each reads and counts). --weights=ema tests the moving average of the weights. The
 last stdout line is one JSON object with top1_accuracy, top1_error,
 top5_accuracy, loss, num_examples, step and weights (and the protocol and
 test set, for ImageNet).
@@ -30,10 +30,10 @@ from ml_collections import config_flags
 
 from resnet_jax import command
 from resnet_jax import parallel
-from resnet_jax.data import test_sets
+from resnet_jax.data import imagenet_variants
 from resnet_jax.errors import ConfigError
 from resnet_jax.eval.saved_run import evaluate_workdir
-from resnet_jax.run import saved
+from resnet_jax.run import saved_config
 
 
 def main(argv):
@@ -43,7 +43,9 @@ def main(argv):
   parallel.initialize_distributed()
   test_set = None
   if flags.FLAGS.test_set:
-    test_set = test_sets.TestSet(flags.FLAGS.test_set, flags.FLAGS.test_data)
+    test_set = imagenet_variants.TestSet(
+      flags.FLAGS.test_set, flags.FLAGS.test_data
+    )
   elif flags.FLAGS.test_data:
     raise ConfigError('--test_data needs --test_set=imagenet_v2 or real')
   result = evaluate_workdir(
@@ -75,7 +77,7 @@ def cli():
     base = config_dict.ConfigDict()  # help: the run's config is not known
   else:
     try:
-      base = saved.saved_config(_workdir_from_argv(sys.argv))
+      base = saved_config.read(_workdir_from_argv(sys.argv))
     except ConfigError as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)

@@ -310,7 +310,7 @@ def run_in_process(args) -> tuple[int, str]:
   from resnet_jax.eval import saved_run
   from resnet_jax.model import resnet
   from resnet_jax.paper.reproduce import apply_overrides
-  from resnet_jax.run import saved
+  from resnet_jax.run import saved_config
   from resnet_jax.train import loop
 
   value = {a.split('=', 1)[0]: a.split('=', 1)[1] for a in args if '=' in a}
@@ -318,7 +318,7 @@ def run_in_process(args) -> tuple[int, str]:
   workdir = value.get('--workdir')
   try:
     if 'resnet_jax.evaluate' in args:
-      config = apply_overrides(saved.saved_config(workdir), overrides)
+      config = apply_overrides(saved_config.read(workdir), overrides)
       saved_run.evaluate_workdir(config, workdir)
     else:
       config = apply_overrides(load_config(value['--config']), overrides)

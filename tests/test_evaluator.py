@@ -1,7 +1,7 @@
 """ImageNet evaluation protocols on the bundled real JPEGs: the
 centre crop, the paper's 10 crops and its multi-scale test average the
 right views and count every image once, in one process or several; and
-the other test sets (ImageNet-V2, ReaL; data/test_sets.py). The network
+the other test sets (ImageNet-V2, ReaL; data/imagenet_variants.py). The network
 is test_image_sets's ResNet-8 at 32x32.
 """
 
@@ -15,13 +15,13 @@ import pytest
 
 from resnet_jax.data import image_ops
 from resnet_jax.data import image_sets
-from resnet_jax.data import test_sets
+from resnet_jax.data import imagenet_variants
 from resnet_jax.errors import ConfigError
 from resnet_jax.eval import bn_stats
 from resnet_jax.eval import eval_steps
 from resnet_jax.eval import evaluator
 from resnet_jax.eval import saved_run
-from resnet_jax.run import saved
+from resnet_jax.run import saved_config
 from resnet_jax.train import loop
 from tests.helpers import few_devices
 from tests.test_image_sets import FOLDER
@@ -143,7 +143,7 @@ def test_evaluate_cli_two_processes_count_uneven_shards_once(trained):
   results = [json.loads(o.splitlines()[-1]) for o, _ in outputs]
   # One process, in-process on its 8 devices (batches of 8: the sums do
   # not depend on how the images are batched).
-  config = saved.saved_config(str(workdir))
+  config = saved_config.read(str(workdir))
   config.data.eval_protocol = 'multiscale'
   config.train.eval_batch_size = 8
   single = saved_run.evaluate_workdir(config, str(workdir))
@@ -153,7 +153,7 @@ def test_evaluate_cli_two_processes_count_uneven_shards_once(trained):
   np.testing.assert_allclose(results[0]['loss'], single['loss'], rtol=1e-5)
 
   reestimated = saved_run.evaluate_workdir(
-    saved.saved_config(str(workdir)), str(workdir), recompute_bn_batches=2
+    saved_config.read(str(workdir)), str(workdir), recompute_bn_batches=2
   )
   assert reestimated['protocol'] == 'center'
   assert reestimated['num_examples'] == 41
@@ -205,7 +205,7 @@ def _with_val(trained):
 
 
 def evaluate(workdir, test_set=None, **data):
-  config = saved.saved_config(workdir)
+  config = saved_config.read(workdir)
   config.data.update(data)
   return saved_run.evaluate_workdir(config, workdir, test_set=test_set)
 
@@ -223,11 +223,11 @@ def test_imagenet_v2_folder_is_labelled_by_class_index(trained, tmp_path):
     (v2 / str(index)).mkdir(parents=True)
     for jpeg in (root / 'val' / wnid).iterdir():
       shutil.copy(jpeg, v2 / str(index) / f'{jpeg.stem}.jpeg')
-  listing = test_sets.numbered_folder(str(v2))
+  listing = imagenet_variants.numbered_folder(str(v2))
   # '10' sorts before '2' as text: the label is the number itself.
   for path, label in zip(listing.paths, listing.labels):
     assert path.split('/')[-2] == str(label)
-  ours = evaluate(workdir, test_sets.TestSet('imagenet_v2', str(v2)))
+  ours = evaluate(workdir, imagenet_variants.TestSet('imagenet_v2', str(v2)))
   assert ours['test_set'] == 'imagenet_v2'
   assert_same_counts(ours, evaluate(workdir))  # the same images, relabelled
 
@@ -251,7 +251,9 @@ def test_real_labels_count_a_prediction_in_the_set(trained, tmp_path):
     path = tmp_path / f'real{len(list(tmp_path.glob("real*.json")))}.json'
     path.write_text(json.dumps(sets))
     return evaluate(
-      workdir, test_sets.TestSet('real', str(path)), image_folder=str(real_root)
+      workdir,
+      imagenet_variants.TestSet('real', str(path)),
+      image_folder=str(real_root),
     )
 
   single = real([[label] for label in labels])
@@ -296,8 +298,10 @@ def test_tfds_sources_read_as_their_builders_store_them(trained, tmp_path):
   files = list(zip(val.paths, [int(label) for label in val.labels]))
   # ReaL's sets: 4 images without one (left out), 5 with every class (a
   # sure hit), the rest their own label.
-  sets = [[] if i < 4 else list(range(40)) if i < 9 else [y] for i, (_, y) in
-          enumerate(files)]
+  sets = [
+    [] if i < 4 else list(range(40)) if i < 9 else [y]
+    for i, (_, y) in enumerate(files)
+  ]
   _prepare(
     v2_builder,
     tmp_path,
@@ -327,11 +331,13 @@ def test_tfds_sources_read_as_their_builders_store_them(trained, tmp_path):
   )
   own = evaluate(workdir)
   v2 = evaluate(
-    workdir, test_sets.TestSet('imagenet_v2'), tfds_data_dir=str(tmp_path)
+    workdir,
+    imagenet_variants.TestSet('imagenet_v2'),
+    tfds_data_dir=str(tmp_path),
   )
   assert_same_counts(v2, own)
   real = evaluate(
-    workdir, test_sets.TestSet('real'), tfds_data_dir=str(tmp_path)
+    workdir, imagenet_variants.TestSet('real'), tfds_data_dir=str(tmp_path)
   )
   assert real['num_examples'] == 37 and real['test_set'] == 'real'
   # The same sets from the released files give the same counts and loss.
@@ -339,7 +345,7 @@ def test_tfds_sources_read_as_their_builders_store_them(trained, tmp_path):
   released.write_text(json.dumps(sets))
   from_files = evaluate(
     workdir,
-    test_sets.TestSet('real', str(released)),
+    imagenet_variants.TestSet('real', str(released)),
     image_folder=str(_real_folder(root, val, tmp_path)),
   )
   assert_same_counts(real, from_files)
@@ -349,28 +355,35 @@ def test_tfds_sources_read_as_their_builders_store_them(trained, tmp_path):
 def test_test_sets_refuse_what_they_cannot_read(trained, tmp_path):
   root, workdir, val = _with_val(trained)
   with pytest.raises(ConfigError, match='is not one of imagenet_v2, real'):
-    evaluate(workdir, test_sets.TestSet('imagenet_v3'))
+    evaluate(workdir, imagenet_variants.TestSet('imagenet_v3'))
   with pytest.raises(ConfigError, match='has the variants matched-frequency'):
-    evaluate(workdir, test_sets.TestSet('imagenet_v2/top-images'))
+    evaluate(workdir, imagenet_variants.TestSet('imagenet_v2/top-images'))
   with pytest.raises(ConfigError, match='no such file or folder'):
     evaluate(
-      workdir, test_sets.TestSet('imagenet_v2', str(tmp_path / 'nowhere'))
+      workdir,
+      imagenet_variants.TestSet('imagenet_v2', str(tmp_path / 'nowhere')),
     )
   with pytest.raises(ConfigError, match='named by class index'):
-    evaluate(workdir, test_sets.TestSet('imagenet_v2', str(root / 'val')))
+    evaluate(
+      workdir, imagenet_variants.TestSet('imagenet_v2', str(root / 'val'))
+    )
   bad = tmp_path / 'real.json'
   bad.write_text(json.dumps([[45]] * 41))
   real_root = _real_folder(root, val, tmp_path)
   with pytest.raises(ConfigError, match='holds class 45; this run has'):
     evaluate(
-      workdir, test_sets.TestSet('real', str(bad)), image_folder=str(real_root)
+      workdir,
+      imagenet_variants.TestSet('real', str(bad)),
+      image_folder=str(real_root),
     )
   with pytest.raises(ConfigError, match='by their number'):
     evaluate(
-      workdir, test_sets.TestSet('real', str(bad))
+      workdir, imagenet_variants.TestSet('real', str(bad))
     )  # val/ named otherwise
   np.testing.assert_array_equal(
-    test_sets.real_label_sets(str(bad), ['x/ILSVRC2012_val_00000002.JPEG']),
+    imagenet_variants.real_label_sets(
+      str(bad), ['x/ILSVRC2012_val_00000002.JPEG']
+    ),
     [[45]],
   )
 
@@ -396,7 +409,9 @@ def test_evaluation_is_the_plain_forward_pass_whatever_trains():
     train=False,
   )
   loss = float(np.mean(losses.cross_entropy(logits, split.labels)))
-  wrong = int(np.sum(np.argmax(np.asarray(logits), -1) != np.asarray(split.labels)))
+  wrong = int(
+    np.sum(np.argmax(np.asarray(logits), -1) != np.asarray(split.labels))
+  )
   assert result['num_examples'] == len(split.labels) == 200
   assert result['loss'] == pytest.approx(loss, rel=1e-5)
   assert result['top1_error'] == pytest.approx(wrong / 200, abs=1e-9)

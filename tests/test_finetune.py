@@ -14,7 +14,7 @@ import pytest
 from resnet_jax.data import cifar
 from resnet_jax.errors import ConfigError
 from resnet_jax.eval import predict
-from resnet_jax.run import saved
+from resnet_jax.run import saved_config
 from resnet_jax.train import finetune
 from resnet_jax.train import loop
 from resnet_jax.train import optim
@@ -268,7 +268,7 @@ def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):
     imagenet, str(tmp_path / 'r18.safetensors'), str(imported)
   )
   # Predictions from the import itself are named by tfds' ImageNet labels.
-  names = predict.class_names(saved.saved_config(str(imported)), imported)
+  names = predict.class_names(saved_config.read(str(imported)), imported)
   assert len(names) == 1000 and names[0] == 'n01440764'
   classes = sorted((REPO / 'data/imagenet-sample/train').iterdir())[:8]
   for wnid in classes:

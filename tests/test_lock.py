@@ -14,7 +14,7 @@ from resnet_jax.errors import ConfigError
 from resnet_jax.eval import predict
 from resnet_jax.eval import saved_run
 from resnet_jax.run import lock
-from resnet_jax.run import saved
+from resnet_jax.run import saved_config
 from tests.helpers import error_lines
 from tests.helpers import read_metrics
 from tests.helpers import run_cli
@@ -38,7 +38,7 @@ def test_a_second_run_is_refused_while_readers_read(tmp_path):
     assert f'{socket.gethostname()}, process {first.pid}, since 20' in line
     assert sorted(os.listdir(workdir)) == before
     # Readers meanwhile: the newest finalised checkpoint, read-only.
-    config = saved.saved_config(str(workdir))
+    config = saved_config.read(str(workdir))
     result = saved_run.evaluate_workdir(config, str(workdir))
     assert result['step'] >= 8 and result['step'] % 4 == 0
     assert result['num_examples'] == 200

@@ -230,11 +230,11 @@ def test_evaluate_with_recomputed_bn(tmp_path):
   """What `evaluate --recompute_bn_batches=3` does, called in-process
   (its command line is run in tests/test_evaluator.py)."""
   from resnet_jax.eval import saved_run
-  from resnet_jax.run import saved
+  from resnet_jax.run import saved_config
 
   workdir = str(tmp_path / 'run')
   loop.train_and_evaluate(shared_tiny_config(length=6), workdir, few_devices())
-  config = saved.saved_config(workdir)
+  config = saved_config.read(workdir)
   a = saved_run.evaluate_workdir(config, workdir)
   b = saved_run.evaluate_workdir(config, workdir, recompute_bn_batches=3)
   assert a['num_examples'] == b['num_examples'] == 200

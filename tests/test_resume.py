@@ -16,7 +16,7 @@ from resnet_jax.errors import Stopped
 from resnet_jax.eval import saved_run
 from resnet_jax.run import checkpoint
 from resnet_jax.run import resume
-from resnet_jax.run import saved
+from resnet_jax.run import saved_config
 from resnet_jax.train import loop
 from tests.helpers import REPO
 from tests.helpers import SAMPLE
@@ -276,12 +276,12 @@ def test_a_workdir_written_before_the_reorganisation_evaluates_and_resumes(
   of files and model.bn_frozen). It evaluates to what it logged, and
   resumes."""
   from resnet_jax.eval import saved_run
-  from resnet_jax.run import saved
+  from resnet_jax.run import saved_config
 
   workdir = tmp_path / 'old'
   shutil.copytree(OLD_WORKDIR, workdir)
   logged = read_metrics(workdir, 'validation')[-1]
-  config = saved.saved_config(str(workdir))
+  config = saved_config.read(str(workdir))
   config.data.local_dir = str(SAMPLE)  # it was trained from another checkout
   result = saved_run.evaluate_workdir(config, str(workdir))
   assert result['step'] == 4 and result['num_examples'] == 200
@@ -331,7 +331,7 @@ def test_every_switch_on_resumes_bit_identical_and_a_trace_changes_nothing(
   assert 'perfetto_trace.json.gz' in names
   assert not (resumed / 'tensorboard' / 'plugins').exists()
   # The average is what evaluate gives with --weights=ema.
-  config = saved.saved_config(str(resumed))
+  config = saved_config.read(str(resumed))
   result = saved_run.evaluate_workdir(config, str(resumed), weights='ema')
   assert result['loss'] == pytest.approx(whole['ema']['loss'], rel=1e-6)
   assert result['loss'] != pytest.approx(whole['loss'], rel=1e-6)

@@ -148,7 +148,7 @@ def test_convert_cli_import_evaluate_export(tmp_path):
   # The rest in-process: what evaluate and convert --export call.
   from resnet_jax.eval import saved_run
   from resnet_jax.paper.reproduce import apply_overrides
-  from resnet_jax.run import saved
+  from resnet_jax.run import saved_config
   from resnet_jax.train import torchvision_io
 
   folder = tmp_path / 'images'
@@ -160,7 +160,7 @@ def test_convert_cli_import_evaluate_export(tmp_path):
     'data.eval_on=val',
     'train.eval_batch_size=8',
   ]
-  config = apply_overrides(saved.saved_config(str(workdir)), overrides)
+  config = apply_overrides(saved_config.read(str(workdir)), overrides)
   assert saved_run.evaluate_workdir(config, str(workdir))['num_examples'] == 40
   again = load_config('configs/imagenet.py:resnet18,shortcut=B')
   again.data.num_classes = 40
@@ -185,14 +185,14 @@ def test_workdirs_saved_before_input_scale_still_resume_and_load(tmp_path):
   """model.input_scale is newer than some workdirs: their config.json
   reads as the default (no scaling), and only a real change is refused."""
   from resnet_jax.run import resume
-  from resnet_jax.run import saved
+  from resnet_jax.run import saved_config
 
   config = load_config('configs/cifar10.py:resnet20')
   written = json.loads(config.to_json_best_effort())
   del written['model']['input_scale']
   (tmp_path / 'config.json').write_text(json.dumps(written))
   resume.check_compatible(str(tmp_path), config)  # the same run: allowed
-  assert saved.saved_config(str(tmp_path)).model.input_scale == (1.0,) * 3
+  assert saved_config.read(str(tmp_path)).model.input_scale == (1.0,) * 3
   config.model.input_scale = (2.0, 2.0, 2.0)
   with pytest.raises(ConfigError, match='model.input_scale'):
     resume.check_compatible(str(tmp_path), config)
@@ -203,7 +203,7 @@ def test_workdirs_saved_before_bn_frozen_read_as_they_trained(mode, tmp_path):
   """model.bn_frozen is newer than some fine-tuning workdirs: a linear
   probe's reads as frozen (as it trained), a full fine-tuning's not."""
   from resnet_jax.run import resume
-  from resnet_jax.run import saved
+  from resnet_jax.run import saved_config
 
   config = load_config(f'configs/finetune.py:resnet18,mode={mode}')
   config.model.bn_frozen = mode == 'linear_probe'  # as finetune.inherit sets
@@ -211,6 +211,6 @@ def test_workdirs_saved_before_bn_frozen_read_as_they_trained(mode, tmp_path):
   del written['model']['bn_frozen']
   (tmp_path / 'config.json').write_text(json.dumps(written))
   resume.check_compatible(str(tmp_path), config)
-  assert saved.saved_config(str(tmp_path)).model.bn_frozen == (
+  assert saved_config.read(str(tmp_path)).model.bn_frozen == (
     mode == 'linear_probe'
   )

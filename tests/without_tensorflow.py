@@ -29,7 +29,7 @@ def main(root: str):
   from resnet_jax.model import counting
   from resnet_jax.model import resnet
   from resnet_jax.model import torch_convert
-  from resnet_jax.run import saved
+  from resnet_jax.run import saved_config
   from resnet_jax.train import benchmark
   from resnet_jax.train import torchvision_io
   from tests.helpers import SAMPLE
@@ -40,7 +40,7 @@ def main(root: str):
   workdir = os.path.join(root, 'cifar')
   config = tiny_config(length=2)
   trained = resnet_jax.train_and_evaluate(config, workdir, few_devices())
-  evaluated = evaluate_workdir(saved.saved_config(workdir), workdir)
+  evaluated = evaluate_workdir(saved_config.read(workdir), workdir)
   seen['trained'] = trained
   seen['evaluated'] = evaluated
 

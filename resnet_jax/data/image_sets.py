@@ -256,7 +256,7 @@ def read_jpeg(tf, paths: bool):
 def source(data_cfg, split):
   """(tf.data of (path or encoded image, label), examples, class names)
   of a split in its stored order, for evaluation: 'train' or 'val' of the
-  run's data, or a test set (data/test_sets.py; no class names)."""
+  run's data, or a test set (data/imagenet_variants.py; no class names)."""
   if not isinstance(split, str):
     return split.source(data_cfg)
   if data_cfg.image_folder:

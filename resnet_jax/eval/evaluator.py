@@ -36,7 +36,7 @@ def build(
   """The evaluator of a config's data: for CIFAR, of `split` called
   `name` (default: data.eval_on's split, read now) on `mesh` (default:
   every device); for image sets, of val (or `test_set`, a
-  data/test_sets.TestSet) with data.eval_protocol, each process on its
+  data/imagenet_variants.TestSet) with data.eval_protocol, each process on its
   own devices. ConfigError before anything compiles."""
   batch = config.train.eval_batch_size
   if not data_names.is_cifar(config.data.name):
@@ -134,7 +134,8 @@ class ImageSetEvaluator:
   def __init__(
     self, data_cfg, *, model, batch_size: int, protocol: str, split='val'
   ):
-    """`split`: 'val', 'train', or a test set (data/test_sets.TestSet)."""
+    """`split`: 'val', 'train', or a test set
+    (data/imagenet_variants.TestSet)."""
     self.name = split if isinstance(split, str) else split.kind
     self.mesh = parallel.make_mesh(jax.local_devices())
     per_process = batch_size // jax.process_count()

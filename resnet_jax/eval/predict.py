@@ -13,7 +13,7 @@ from resnet_jax.data import augment
 from resnet_jax.data import tf_cpu
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import layout
-from resnet_jax.run import saved
+from resnet_jax.run import saved_config
 from resnet_jax.train import saved_state
 
 
@@ -107,7 +107,7 @@ def predict(
     raise ConfigError(f'no such file: {", ".join(missing[:3])}')
   if batch_size <= 0:
     raise ConfigError(f'--batch_size={batch_size} must be positive')
-  config = saved.saved_config(workdir)
+  config = saved_config.read(workdir)
   one_device = parallel.make_mesh(jax.local_devices()[:1])
   _, model, state = saved_state.load(workdir, config, one_device, weights)
   images = [f for f in files if not f.endswith('.npy')]

@@ -9,7 +9,7 @@ from resnet_jax.data import inputs
 from resnet_jax.eval import bn_stats
 from resnet_jax.eval import evaluator
 from resnet_jax.model import resnet
-from resnet_jax.run import saved
+from resnet_jax.run import saved_config
 from resnet_jax.train import saved_state
 
 
@@ -26,11 +26,11 @@ def evaluate_workdir(
   statistics re-estimated from that many training batches (which needs
   the training data). `weights`: the run's 'raw' weights or 'ema', their
   moving average (where train.ema_decay kept one). `test_set`
-  (data/test_sets.TestSet): ImageNet-V2 or ReaL instead of val."""
+  (data/imagenet_variants.TestSet): ImageNet-V2 or ReaL instead of val."""
   ranges.check(config)  # the overrides, too
   model = resnet.build(config.model, config.data.num_classes)
   evaluation = evaluator.build(config, model, test_set=test_set)
-  shape, mean_shape = saved.image_shapes(config)
+  shape, mean_shape = saved_config.image_shapes(config)
   mesh = parallel.make_mesh()
   state = saved_state.restore(
     config, workdir, model, shape, mean_shape, mesh, weights

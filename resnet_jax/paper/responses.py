@@ -14,7 +14,7 @@ from resnet_jax.errors import ConfigError
 from resnet_jax.model import resnet
 from resnet_jax.run import files
 from resnet_jax.run import layout
-from resnet_jax.run import saved
+from resnet_jax.run import saved_config
 from resnet_jax.train import saved_state
 
 FILE = layout.RESPONSES
@@ -57,7 +57,7 @@ def layer_stds(model, variables, images, batch_size: int = 100) -> np.ndarray:
 def workdir_responses(workdir: str, max_images: int = 500) -> dict:
   """The layer stds of a CIFAR run's latest checkpoint; also written to
   WORKDIR/responses.json."""
-  config = saved.saved_config(workdir)
+  config = saved_config.read(workdir)
   if not data_names.is_cifar(config.data.name):
     raise ConfigError(
       f'{workdir}: responses are computed for CIFAR runs (Figure 7), not '

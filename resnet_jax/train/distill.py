@@ -22,7 +22,7 @@ from resnet_jax.data import augment
 from resnet_jax.errors import ConfigError
 from resnet_jax.model import resnet
 from resnet_jax.run import layout
-from resnet_jax.run import saved
+from resnet_jax.run import saved_config
 from resnet_jax.train import saved_state
 from resnet_jax.train import train_state
 
@@ -92,11 +92,11 @@ def check(config, workdir: str | None = None) -> Teacher | None:
   path = t.teacher
   if workdir and os.path.realpath(path) == os.path.realpath(workdir):
     raise ConfigError(
-      f'train.teacher={path} is this run\'s own workdir: a teacher is '
+      f"train.teacher={path} is this run's own workdir: a teacher is "
       'another, trained run'
     )
   try:
-    teacher_cfg = saved.saved_config(path)
+    teacher_cfg = saved_config.read(path)
   except ConfigError as e:
     raise ConfigError(f'train.teacher: {e}') from e
   checkpoints = layout.path(path, layout.CHECKPOINTS)
@@ -116,12 +116,12 @@ def check(config, workdir: str | None = None) -> Teacher | None:
       f'train.teacher_weights={t.teacher_weights!r} is not one of '
       + ', '.join(train_state.WEIGHTS)
     )
-  if t.teacher_weights == 'ema' and not saved.keeps_ema(teacher_cfg):
+  if t.teacher_weights == 'ema' and not saved_config.keeps_ema(teacher_cfg):
     raise ConfigError(
       f'train.teacher_weights=ema, but {path} keeps no moving average of '
       'its weights: use train.teacher_weights=raw'
     )
-  _, mean_shape = saved.image_shapes(teacher_cfg)
+  _, mean_shape = saved_config.image_shapes(teacher_cfg)
   size = config.data.image_size
   if mean_shape[:2] not in ((1, 1), (size, size)):
     raise ConfigError(

@@ -16,7 +16,7 @@ from resnet_jax import parallel
 from resnet_jax.config import arguments
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import layout
-from resnet_jax.run import saved
+from resnet_jax.run import saved_config
 from resnet_jax.train import saved_state
 from resnet_jax.train import train_state
 
@@ -50,7 +50,7 @@ def inherit(config) -> None:
       "data.num_classes is required: your data's number of classes, the "
       "new head's size"
     )
-  source = saved.saved_config(ft.init_from)
+  source = saved_config.read(ft.init_from)
   checkpoints = layout.path(ft.init_from, layout.CHECKPOINTS)
   if not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
     raise ConfigError(f'finetune.init_from: no checkpoint in {checkpoints}')
@@ -61,7 +61,7 @@ def inherit(config) -> None:
         f'network with {key}={source.model[key]!r}: use '
         f'--config=configs/finetune.py:{config_arg(source.model)}'
       )
-  _, mean_shape = saved.image_shapes(source)
+  _, mean_shape = saved_config.image_shapes(source)
   size = config.data.image_size
   if mean_shape[:2] not in ((1, 1), (size, size)):
     raise ConfigError(

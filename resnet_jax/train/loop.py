@@ -198,7 +198,9 @@ def _warn_of_boundaries_past_the_end(config, total: int, steps_per_epoch):
       )
 
 
-def initial_state(exp: TrainingSetup, pixel_mean=None) -> train_state.TrainState:
+def initial_state(
+  exp: TrainingSetup, pixel_mean=None
+) -> train_state.TrainState:
   """Fresh parameters (from the config's seed), replicated on the mesh,
   with `pixel_mean` or the training data's."""
   if pixel_mean is None:

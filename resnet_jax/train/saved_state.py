@@ -1,5 +1,5 @@
 """A training run's newest checkpoint read back as a TrainState (its
-config: run/saved.py). Evaluation, export, prediction, the response
+config: run/saved_config.py). Evaluation, export, prediction, the response
 statistics, fine-tuning and distillation all start here. In train/, not
 run/: the optimizer the run trained with shapes the checkpoint."""
 
@@ -14,7 +14,7 @@ from resnet_jax.model import resnet
 from resnet_jax.run import checkpoint
 from resnet_jax.run import layout
 from resnet_jax.run import resume
-from resnet_jax.run import saved
+from resnet_jax.run import saved_config
 from resnet_jax.train import optim
 from resnet_jax.train import train_state
 
@@ -44,7 +44,7 @@ def restore(
   params and batch_stats the raw weights or (`weights='ema'`) their
   moving average."""
   # Before reading anything:
-  train_state.check_weights(weights, saved.keeps_ema(config))
+  train_state.check_weights(weights, saved_config.keeps_ema(config))
   params = jax.eval_shape(
     model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *shape), 'float32')
   )
@@ -56,7 +56,7 @@ def restore(
   # Read-only: a run may be training in this workdir meanwhile.
   mgr = checkpoint.manager(workdir, config.train.keep_checkpoints, True)
   abstract = abstract_state(
-    model, tx, shape, mesh, mean_shape, ema=saved.keeps_ema(config)
+    model, tx, shape, mesh, mean_shape, ema=saved_config.keeps_ema(config)
   )
   state = resume.restore_newest_readable(
     mgr, abstract, directory, move_damaged=False
@@ -70,9 +70,9 @@ def load(workdir: str, config=None, mesh=None, weights: str = 'raw'):
   """(config, model, state) of a run with ImageNet-style or CIFAR
   inputs, the state on the host: config.json (or `config`), the model it
   builds and the newest checkpoint, with its raw or 'ema' weights."""
-  config = config or saved.saved_config(workdir)
+  config = config or saved_config.read(workdir)
   model = resnet.build(config.model, config.data.num_classes)
-  shape, mean_shape = saved.image_shapes(config)
+  shape, mean_shape = saved_config.image_shapes(config)
   mesh = mesh or parallel.make_mesh()
   state = restore(config, workdir, model, shape, mean_shape, mesh, weights)
   return config, model, jax.device_get(state)

@@ -13,7 +13,7 @@ from resnet_jax.model import torch_convert
 from resnet_jax.run import checkpoint
 from resnet_jax.run import files
 from resnet_jax.run import layout
-from resnet_jax.run import saved
+from resnet_jax.run import saved_config
 from resnet_jax.train import optim
 from resnet_jax.train import saved_state
 from resnet_jax.train import train_state
@@ -60,7 +60,7 @@ def import_checkpoint(config, torch_path: str, workdir: str) -> dict:
 def export_checkpoint(workdir: str, path: str, weights: str = 'raw') -> dict:
   """WORKDIR's latest checkpoint -> FILE in torchvision's layout: its raw
   weights or (`weights='ema'`) their moving average."""
-  config = saved.saved_config(workdir)
+  config = saved_config.read(workdir)
   torch_convert.check_config(config.model)  # before reading the checkpoint
   _, _, state = saved_state.load(workdir, config, weights=weights)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}

@@ -13,7 +13,7 @@ from resnet_jax.run import layout
 from resnet_jax.run import resume
 
 
-def saved_config(workdir: str) -> config_dict.ConfigDict:
+def read(workdir: str) -> config_dict.ConfigDict:
   """DIR/config.json as a ConfigDict. Keys saved as null are the config
   files' optional strings (paths, shortcut), so they stay overridable."""
   path = layout.path(workdir, layout.CONFIG)
