@@ -21,12 +21,14 @@ tests/test_resnet.py checks them.
 """
 
 import copy
+import json
 import os
 import shutil
 
 from allpairspy import AllPairs
 import flax
 import jax
+import mlflow
 import numpy as np
 import pytest
 
@@ -63,6 +65,7 @@ FACTORS = {
   'host_augment': ['none', 'rand', 'trivial'],
   'erasing': [False, True],
   'dtype': ['float32', 'bfloat16'],
+  'mlflow': [False, True],  # the metrics also to MLflow (a local folder)
 }
 NAMES = list(FACTORS)
 
@@ -231,6 +234,8 @@ def _stepped(exp, params, by: str):
 
 def _check_case(case, sources, root):
   config = case_config(case, sources)
+  if case['mlflow']:
+    config.train.mlflow = (root / 'mlruns').as_uri()
   devices = jax.devices()[:2]
   built = copy.deepcopy(config)
   if 'finetune' in built:
@@ -253,6 +258,12 @@ def _check_case(case, sources, root):
   _assert_same(resumed.batch_stats, two.batch_stats, 'resumed BN statistics')
   _assert_same(resumed.opt_state, two.opt_state, 'resumed optimizer')
   assert [r['loss'] for r in read_metrics(b)] == losses
+  if case['mlflow']:  # one MLflow run: both of a's steps, b's step 2 again
+    client = mlflow.tracking.MlflowClient(tracking_uri=config.train.mlflow)
+    run_id = json.loads((b / 'mlflow_run.json').read_text())['run_id']
+    history = client.get_metric_history(run_id, 'train/loss')
+    logged = sorted((m.step, m.value) for m in history)
+    assert logged == [(1, losses[0]), (2, losses[1]), (2, losses[1])]
 
   probe = case['mode'] == 'linear_probe'
   p0, p2 = _flat(start.params), _flat(two.params)
@@ -312,8 +323,9 @@ CHOSEN = range(len(CASES)) if EVERY else SUITE
   'case', [CASES[i] for i in CHOSEN], ids=[f'case{i}' for i in CHOSEN]
 )
 def test_every_pair_of_switches_trains_freezes_decays_averages_resumes(
-  case, sources, tmp_path
+  case, sources, tmp_path, monkeypatch
 ):
+  monkeypatch.setenv('MLFLOW_ALLOW_FILE_STORE', 'true')  # a local folder
   _check_case(case, sources, tmp_path)
 
 

@@ -174,6 +174,10 @@ def add_refinements(config) -> None:
   # A profiler trace of these steps, (first, end): e.g. (10, 13) traces
   # steps 11-13, into WORKDIR/tensorboard/plugins/profile; None: off.
   t.profile_steps = config_dict.placeholder(tuple)
+  # An MLflow tracking URI (http://HOST:5000, sqlite:///mlflow.db, ...)
+  # that the metrics also go to, the config as params (run/mlflow_sink.py;
+  # the mlflow extra); None: metrics.jsonl and TensorBoard only.
+  t.mlflow = config_dict.placeholder(str)
 
 
 def _shipped(name: str) -> str:

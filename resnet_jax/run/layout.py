@@ -7,6 +7,8 @@ WORKDIR/train_files.txt.gz  an image folder's training files, as listed
                             when the run started (read again on resume)
 WORKDIR/metrics.jsonl       one JSON object per training or eval event
 WORKDIR/tensorboard/        the same scalars as TensorBoard events
+WORKDIR/mlflow_run.json     the MLflow run that a run with train.mlflow
+                            logs to (continued on resume)
 WORKDIR/checkpoints/STEP/   Orbax checkpoints of the TrainState
 WORKDIR/lock                held by the run that trains there (lock.py)
 WORKDIR/result.json         a finished run of `reproduce`; responses.json
@@ -26,6 +28,7 @@ CLASSES = 'classes.json'
 TRAIN_FILES = 'train_files.txt.gz'
 METRICS = 'metrics.jsonl'
 TENSORBOARD = 'tensorboard'
+MLFLOW_RUN = 'mlflow_run.json'
 CHECKPOINTS = 'checkpoints'
 LOCK = 'lock'
 RESULT = 'result.json'

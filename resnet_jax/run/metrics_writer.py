@@ -1,4 +1,5 @@
-"""Where training metrics go: metrics.jsonl, TensorBoard and the terminal.
+"""Where training metrics go: the sinks (metrics.jsonl, TensorBoard, and
+MLflow where train.mlflow says) and the terminal.
 
 Only the first process writes; the others keep quiet.
 """
@@ -8,6 +9,7 @@ import math
 import os
 import sys
 import time
+from typing import Protocol
 
 import jax
 from tensorboardX import summary
@@ -20,30 +22,94 @@ from resnet_jax.errors import writing
 from resnet_jax.run import layout
 
 
+class Sink(Protocol):
+  """Where the scalars of each event go: metrics.jsonl, TensorBoard, or a
+  tracker of the user's (run/mlflow_sink.py). `write` is called on the
+  first process only, in the training thread, once per event; a failed
+  write raises errors.WriteFailed. `close` may be called twice; `ended`:
+  whether the run ended (or stopped: preempted, failed)."""
+
+  def write(self, step: int, kind: str, wall_time: float, scalars: dict): ...
+
+  def close(self, ended: bool) -> None: ...
+
+
+class JsonlSink:
+  """One JSON object per event in WORKDIR/metrics.jsonl, appended (a
+  resumed run continues the file, trimmed to its checkpoint first:
+  run/resume.py) and flushed at each event."""
+
+  def __init__(self, workdir: str):
+    self.path = layout.path(workdir, layout.METRICS)
+    with writing(self.path, 'opening the metrics log'):
+      self._file = open(self.path, 'a')
+
+  def write(self, step, kind, wall_time, scalars):
+    record = dict(step=step, kind=kind, time=wall_time, **scalars)
+    with writing(self.path, 'logging metrics'):
+      self._file.write(json.dumps(record) + '\n')
+      self._file.flush()
+
+  def close(self, ended=True):
+    handle, self._file = self._file, None
+    if handle is not None:
+      with writing(self.path, 'closing the metrics log'):
+        handle.close()
+
+
+class TensorBoardSink:
+  """The finite scalars as KIND/NAME in TensorBoard event files under
+  WORKDIR/tensorboard/, flushed at each event."""
+
+  def __init__(self, workdir: str):
+    directory = layout.path(workdir, layout.TENSORBOARD)
+    with writing(directory, 'creating the TensorBoard log'):
+      os.makedirs(directory, exist_ok=True)
+      self._events = EventsWriter(os.path.join(directory, 'events'))
+      self.path = self._events._file_name  # the file being written
+      self._events.flush()
+
+  def write(self, step, kind, wall_time, scalars):
+    with writing(self.path, 'logging to TensorBoard'):
+      for name, value in scalars.items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+          self._events.write_event(
+            event_pb2.Event(
+              wall_time=wall_time,
+              step=step,
+              summary=summary.scalar(f'{kind}/{name}', value),
+            )
+          )
+      self._events.flush()
+
+  def close(self, ended=True):
+    handle, self._events = self._events, None
+    if handle is not None:
+      with writing(self.path, 'closing the TensorBoard log'):
+        handle.close()
+
+
 class MetricsWriter:
-  """One JSON object per event in WORKDIR/metrics.jsonl (appended, so a
-  resumed run continues the file), the same scalars in TensorBoard event
-  files, and a progress bar on a terminal or plain lines elsewhere.
+  """Each event's scalars to every sink (metrics.jsonl and TensorBoard,
+  then `extra`, e.g. MLflow), and a progress bar on a terminal or plain
+  lines elsewhere. Only the first process writes; the others keep quiet.
 
-  Both files are written and flushed at each event, in this thread: a
-  failed write (a full disk) raises errors.WriteFailed naming the file,
-  never a traceback from a background thread."""
+  Every sink writes in this thread: a failed write (a full disk) raises
+  errors.WriteFailed naming the file, never a traceback from a
+  background thread. `extra`: a callable that returns the further sinks
+  (called on the first process only)."""
 
-  def __init__(self, workdir: str, total_steps: int, start_step: int):
+  def __init__(
+    self, workdir: str, total_steps: int, start_step: int, extra=None
+  ):
     self._chief = jax.process_index() == 0
     self._bar = None
-    self._jsonl = self._tb = None
+    self._sinks = []
     if not self._chief:
       return
-    self._jsonl_path = layout.path(workdir, layout.METRICS)
-    tb_dir = layout.path(workdir, layout.TENSORBOARD)
-    with writing(tb_dir, 'creating the TensorBoard log'):
-      os.makedirs(tb_dir, exist_ok=True)
-      self._tb = EventsWriter(os.path.join(tb_dir, 'events'))
-      self._tb_path = self._tb._file_name  # the file being written
-      self._tb.flush()
-    with writing(self._jsonl_path, 'opening the metrics log'):
-      self._jsonl = open(self._jsonl_path, 'a')
+    self._sinks = [TensorBoardSink(workdir), JsonlSink(workdir)]
+    if extra is not None:
+      self._sinks += extra()
     if sys.stderr.isatty():
       self._bar = tqdm.tqdm(
         total=total_steps, initial=start_step, unit='step', dynamic_ncols=True
@@ -53,21 +119,9 @@ class MetricsWriter:
     """Records `scalars` (Python numbers) of event `kind` at `step`."""
     if not self._chief:
       return
-    record = dict(step=step, kind=kind, time=time.time(), **scalars)
-    with writing(self._jsonl_path, 'logging metrics'):
-      self._jsonl.write(json.dumps(record) + '\n')
-      self._jsonl.flush()
-    with writing(self._tb_path, 'logging to TensorBoard'):
-      for name, value in scalars.items():
-        if isinstance(value, (int, float)) and math.isfinite(value):
-          self._tb.write_event(
-            event_pb2.Event(
-              wall_time=record['time'],
-              step=step,
-              summary=summary.scalar(f'{kind}/{name}', value),
-            )
-          )
-      self._tb.flush()
+    wall_time = time.time()
+    for sink in self._sinks:
+      sink.write(step, kind, wall_time, scalars)
     shown = ', '.join(f'{k}={_fmt(v)}' for k, v in scalars.items())
     if self._bar is not None:
       if kind == 'train':
@@ -79,22 +133,18 @@ class MetricsWriter:
       print(f'step {step} {kind}: {shown}', file=sys.stderr, flush=True)
 
   def close(self, raise_errors: bool = True):
-    """Closes the files (again: a no-op)."""
-    if not self._chief:
-      return
+    """Closes every sink (again: a no-op). `raise_errors=False`: after an
+    error, when the run stopped before its end."""
     if self._bar is not None:
       self._bar.close()
       self._bar = None
-    for name in ('_tb', '_jsonl'):
-      handle, path = getattr(self, name), getattr(self, f'{name}_path', '')
-      setattr(self, name, None)
-      if handle is None:
-        continue
+    sinks, self._sinks = self._sinks, []
+    for sink in sinks:
       try:
-        handle.close()
-      except OSError as e:
+        sink.close(ended=raise_errors)
+      except WriteFailed:
         if raise_errors:
-          raise WriteFailed(path, 'closing the metrics logs', e) from e
+          raise
 
 
 def _fmt(value):

@@ -47,6 +47,7 @@ ADDED_KEYS = {  # flattened form
   'optim.distill_temperature': 20.0,
   'optim.distill_hard_weight': 0.5,
   'train.profile_steps': None,
+  'train.mlflow': None,
 }
 NOT_IN_CIFAR = (  # image sets only: tfds splits, host augmentation
   'data.train_split',
@@ -77,6 +78,7 @@ SAFE_TO_CHANGE = frozenset(
     'data.manual_dir',
     'data.val_split',
     'train.profile_steps',
+    'train.mlflow',
   }
 )
 

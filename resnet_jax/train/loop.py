@@ -30,6 +30,7 @@ from resnet_jax.run import files
 from resnet_jax.run import layout
 from resnet_jax.run import lock
 from resnet_jax.run import metrics_writer
+from resnet_jax.run import mlflow_sink
 from resnet_jax.run import preemption
 from resnet_jax.run import profiler
 from resnet_jax.run import resume
@@ -65,6 +66,7 @@ def setup(config, devices=None, data=None, workdir=None) -> TrainingSetup:
   as inputs.Synthetic); raises ConfigError on bad input. A `workdir` that
   a run has used already gives it the files that run listed."""
   ranges.check(config)  # first: every numeric key in its range
+  mlflow_sink.check(config)  # the tracker's client, where one is named
   t = config.train
   teacher = distill.check(config, workdir)
   mesh = parallel.make_mesh(devices)
@@ -304,6 +306,12 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     return _train(exp, workdir)
 
 
+def _extra_sinks(config, workdir: str) -> list:
+  """The metrics' sinks beside metrics.jsonl and TensorBoard."""
+  uri = config.train.get('mlflow')
+  return [mlflow_sink.MlflowSink(uri, workdir, config)] if uri else []
+
+
 def _train(exp: TrainingSetup, workdir: str) -> dict:
   """The loop of train_and_evaluate, in a workdir this run holds."""
   t = exp.config.train
@@ -316,7 +324,9 @@ def _train(exp: TrainingSetup, workdir: str) -> dict:
   every = {
     k: exp.to_steps(t[f'{k}_every']) for k in ('log', 'eval', 'checkpoint')
   }
-  writer = metrics_writer.MetricsWriter(workdir, total, start)
+  writer = metrics_writer.MetricsWriter(
+    workdir, total, start, extra=lambda: _extra_sinks(exp.config, workdir)
+  )
   log = metrics_writer.TrainLog(writer, t.batch_size, start)
   tracer = profiler.StepTracer(workdir, t.profile_steps, start)
   result = {}
