@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from resnet_jax.data import image_listing
 from resnet_jax.data import image_ops
 from resnet_jax.data import image_sets
 from resnet_jax.data import imagenet_variants
@@ -54,7 +55,7 @@ def experiment():
 def reference(exp, state, protocol):
   """Each image alone: softmax averaged over its views, one call each."""
   d = exp.config.data
-  listing = image_sets.list_image_folder(d.image_folder, 'train')
+  listing = image_listing.list_image_folder(d.image_folder, 'train')
   paths, labels = listing.paths, listing.labels
   side = round(d.image_size * 256 / 224)
   views = {
@@ -201,7 +202,7 @@ def test_synthetic_benchmark_reads_no_data(tmp_path):
 
 def _with_val(trained):
   root, workdir = trained
-  return root, str(workdir), image_sets.list_image_folder(str(root), 'val')
+  return root, str(workdir), image_listing.list_image_folder(str(root), 'val')
 
 
 def evaluate(workdir, test_set=None, **data):

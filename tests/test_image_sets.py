@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
+from resnet_jax.data import image_listing
 from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import layout
@@ -30,7 +31,7 @@ def take(ds, n):
 
 
 def test_labels_follow_sorted_class_folders():
-  listing = image_sets.list_image_folder(str(FOLDER), 'train')
+  listing = image_listing.list_image_folder(str(FOLDER), 'train')
   assert list(listing.classes) == WNIDS and len(listing) == 40
   for path, label in zip(listing.paths, listing.labels):
     assert os.path.basename(os.path.dirname(path)) == WNIDS[label]
@@ -197,7 +198,7 @@ def test_listing_reads_no_file_and_a_run_keeps_its_own(tmp_path):
     for i in range(100):
       (folder / f'n{c:08d}_{i}.JPEG').touch()
   (root / 'train' / 'n00000000' / 'notes.txt').touch()  # not by name
-  listing = image_sets.list_image_folder(str(root), 'train')
+  listing = image_listing.list_image_folder(str(root), 'train')
   assert len(listing) == 20000 and len(listing.classes) == 200
   np.testing.assert_array_equal(listing.labels, np.repeat(np.arange(200), 100))
   assert listing.files[101] == 'n00000001/n00000001_1.JPEG'  # sorted
@@ -205,16 +206,16 @@ def test_listing_reads_no_file_and_a_run_keeps_its_own(tmp_path):
   workdir.mkdir()
   listing.save(str(workdir / layout.TRAIN_FILES))
   (root / 'train' / 'n00000005' / 'added.JPEG').touch()
-  image_sets.list_image_folder.cache_clear()
-  kept = image_sets.training_listing(
+  image_listing.list_image_folder.cache_clear()
+  kept = image_listing.training_listing(
     str(root), str(workdir / layout.TRAIN_FILES)
   )
   assert kept.files == listing.files and kept.classes == listing.classes
   np.testing.assert_array_equal(kept.labels, listing.labels)
-  assert len(image_sets.training_listing(str(root), None)) == 20001
+  assert len(image_listing.training_listing(str(root), None)) == 20001
   (workdir / layout.TRAIN_FILES).write_bytes(b'garbage')
   with pytest.raises(ConfigError, match='unreadable.*move it away'):
-    image_sets.training_listing(str(root), str(workdir / layout.TRAIN_FILES))
+    image_listing.training_listing(str(root), str(workdir / layout.TRAIN_FILES))
 
 
 def test_center_crop_counts_every_image_once_with_a_padded_mask():
@@ -261,13 +262,13 @@ def test_grayscale_and_tiny_images():
 
 def test_bad_folders(tmp_path):
   with pytest.raises(ConfigError, match='not found'):
-    image_sets.list_image_folder(str(tmp_path / 'none'), 'train')
+    image_listing.list_image_folder(str(tmp_path / 'none'), 'train')
   (tmp_path / 'a' / 'train').mkdir(parents=True)
   with pytest.raises(ConfigError, match='has no class folders'):
-    image_sets.list_image_folder(str(tmp_path / 'a'), 'train')
+    image_listing.list_image_folder(str(tmp_path / 'a'), 'train')
   (tmp_path / 'a' / 'train' / 'n0').mkdir()
   with pytest.raises(ConfigError, match='n0 has no JPEG images'):
-    image_sets.list_image_folder(str(tmp_path / 'a'), 'train')
+    image_listing.list_image_folder(str(tmp_path / 'a'), 'train')
   with pytest.raises(ConfigError, match='not one of center'):
     image_sets.eval_dataset(data_config(), 'train', 1, 'twelve_crop')
 
@@ -281,7 +282,7 @@ def test_files_that_are_no_image_or_corrupt_are_skipped_when_read(
   (first / 'fake.jpg').write_bytes(b'<html>not found</html>' + b'0' * 100)
   good = next(first.glob('*.JPEG')).read_bytes()
   (first / 'cut.jpg').write_bytes(good[:400])  # a JPEG cut short
-  listing = image_sets.list_image_folder(str(root), 'train')
+  listing = image_listing.list_image_folder(str(root), 'train')
   assert len(listing) == 42  # listed by name: nothing is opened
   ds = image_sets.train_dataset(data_config(root), 40, seed=0)
   ((images, labels),) = take(ds, 1)  # both dropped, not fatal
@@ -345,13 +346,15 @@ def test_image_folder_trains_resumes_and_evaluates(tmp_path):
   assert all(np.isfinite(r['loss']) for r in records)
   # Resume for two more steps: the stream skips what was consumed, from
   # the files the run listed, not what the folder holds now.
-  saved = image_sets.Listing.load(str(workdir / layout.TRAIN_FILES), str(root))
-  assert saved.files == image_sets.list_image_folder(str(root), 'train').files
+  saved_list = str(workdir / layout.TRAIN_FILES)
+  saved = image_listing.Listing.load(saved_list, str(root))
+  listed = image_listing.list_image_folder(str(root), 'train')
+  assert saved.files == listed.files
   shutil.copy(
     root / 'val' / WNIDS[0] / os.listdir(root / 'val' / WNIDS[0])[0],
     root / 'train' / WNIDS[1] / 'added.JPEG',
   )
-  image_sets.list_image_folder.cache_clear()
+  image_listing.list_image_folder.cache_clear()
   assert inputs.for_config(config, str(workdir)).num_train == 40
   config = imagenet_train_config(root, 6)
   config.data.update(auto_augment='trivial', random_erasing=0.25)

@@ -1,10 +1,7 @@
-"""Image sets on the CPU: an image folder or a tfds dataset
-(imagenet2012, or any image classification dataset for fine-tuning), one
-tf.data pipeline, each process reading its own shard.
-
-An image folder is `ROOT/train/<class>/*.jpg` and `ROOT/val/<class>/*.jpg`;
-the class index is the position of the folder name in sorted order, which
-for ImageNet's wnids is the usual 0-999 labelling (tfds' too).
+"""Image sets on the CPU: the tf.data pipelines of an image folder
+(image_listing.py) or a tfds dataset (tfds_sources.py; imagenet2012, or
+any image classification dataset for fine-tuning), each process reading
+its own shard; their sources for evaluation, and the training mean.
 
 The order of training examples. An image folder is read by index: every
 epoch is a full permutation of its files seeded by (seed, epoch), split
@@ -16,234 +13,28 @@ data.shuffle_buffer records; tfds wrote the records of each file in a
 shuffled order when it prepared the dataset.
 """
 
-import dataclasses
-import functools
-import gzip
-import hashlib
-import json
-import os
-
-from absl import logging
 import numpy as np
 
 from resnet_jax.data import example_order
+from resnet_jax.data import image_listing
 from resnet_jax.data import tf_cpu
+from resnet_jax.data import tfds_sources
 from resnet_jax.errors import ConfigError
 
-EXTENSIONS = ('.jpg', '.jpeg', '.png')
 PROTOCOLS = ('center', 'ten_crop', 'multiscale')
 AUTO_AUGMENTS = ('rand', 'trivial')  # data.auto_augment: auto_augment.py
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Listing:
-  """The files of ROOT/SPLIT: `files` are 'class/name' paths relative to
-  ROOT/SPLIT, `labels` their class indices, `classes` the sorted names."""
-
-  root: str
-  split: str
-  files: tuple[str, ...]
-  labels: np.ndarray  # int32, read-only
-  classes: tuple[str, ...]
-
-  def __len__(self):
-    return len(self.files)
-
-  @property
-  def paths(self) -> list[str]:
-    folder = os.path.join(self.root, self.split)
-    return [f'{folder}/{f}' for f in self.files]
-
-  def fingerprint(self) -> bytes:
-    """A digest of the file names and classes, to check that every
-    process of a job lists the same files."""
-    digest = hashlib.sha256('\n'.join(self.classes).encode())
-    digest.update('\n'.join(self.files).encode())
-    return digest.digest()
-
-  def save(self, path: str) -> None:
-    """The classes, then one file per line; written whole, then renamed."""
-    tmp = f'{path}.tmp{os.getpid()}'
-    with gzip.open(tmp, 'wt', compresslevel=1) as f:
-      f.write(json.dumps({'classes': list(self.classes)}) + '\n')
-      f.write('\n'.join(self.files) + '\n')
-    os.replace(tmp, path)
-
-  @classmethod
-  def load(cls, path: str, root: str, split: str = 'train') -> 'Listing':
-    try:
-      with gzip.open(path, 'rt') as f:
-        classes = tuple(json.loads(f.readline())['classes'])
-        files = tuple(f.read().splitlines())
-    except (OSError, ValueError, KeyError, EOFError) as e:
-      raise ConfigError(
-        f'{path} is unreadable ({e}); move it away to list '
-        f'{os.path.join(root, split)} afresh'
-      ) from e
-    index = {name: i for i, name in enumerate(classes)}
-    labels = np.fromiter(
-      (index[f.partition('/')[0]] for f in files), np.int32, len(files)
-    )
-    labels.flags.writeable = False
-    return cls(root, split, files, labels, classes)
-
-
-@functools.lru_cache(maxsize=8)
-def list_image_folder(root: str, split: str) -> Listing:
-  """The image files of ROOT/SPLIT/<class>/, by name alone (.jpg, .jpeg,
-  .png, any case): nothing is opened, so listing ImageNet's 1.28M files
-  costs seconds even on a network file system. A file that turns out not
-  to be an image is skipped, with a warning naming it, when it is read.
-  A class folder without images, or no class folders at all, is an error.
-  Cached per (root, split): a run lists a folder once, not again at each
-  evaluation; the cached listing is shared and must not be changed.
-  """
-  folder = os.path.join(root, split)
-  if not os.path.isdir(folder):
-    raise ConfigError(
-      f'image folder {folder} not found: expected {root}/{split}/<class>/*.jpg'
-    )
-  with os.scandir(folder) as entries:
-    classes = sorted(e.name for e in entries if e.is_dir())
-  if not classes:
-    raise ConfigError(
-      f'{folder} has no class folders (expected {folder}/<class>/*.jpg)'
-    )
-  files, counts = [], []
-  for name in classes:
-    with os.scandir(os.path.join(folder, name)) as entries:
-      found = sorted(
-        e.name
-        for e in entries
-        if e.name.lower().endswith(EXTENSIONS) and e.is_file()
-      )
-    if not found:
-      raise ConfigError(
-        f'class folder {os.path.join(folder, name)} has no JPEG images'
-      )
-    files.extend(f'{name}/{f}' for f in found)
-    counts.append(len(found))
-  labels = np.repeat(np.arange(len(classes), dtype=np.int32), counts)
-  labels.flags.writeable = False  # shared through the cache
-  return Listing(root, split, tuple(files), labels, tuple(classes))
-
-
-def training_listing(root: str, saved: str | None) -> Listing:
-  """A run's training files: those in `saved` (the list the run wrote when
-  it started, so a resumed run reads the same files in the same order,
-  whatever was added to or removed from the folder since) if it exists,
-  else ROOT/train listed afresh."""
-  if saved and os.path.exists(saved):
-    logging.info('training files: the list saved in %s', saved)
-    return Listing.load(saved, root)
-  return list_image_folder(root, 'train')
 
 
 def folder_dataset(root: str, split: str):
   """(tf.data of (path, label), number of examples, class names); the
   files are read later, after sharding and skipping."""
   tf = tf_cpu.tensorflow()
-  listing = list_image_folder(root, split)
+  listing = image_listing.list_image_folder(root, split)
   return (
     tf.data.Dataset.from_tensor_slices((listing.paths, listing.labels)),
     len(listing),
     list(listing.classes),
   )
-
-
-def tfds_builder(data_cfg, features=('image', 'label')):
-  """tfds dataset data.name, prepared (imagenet2012 from the official
-  archives in tfds' manual folder; others downloaded by tfds when first
-  used), and checked to have `features` (an image classification
-  dataset's)."""
-  tf = tf_cpu.tensorflow()
-  tfds = tf_cpu.datasets()
-
-  name = data_cfg.name
-  try:
-    builder = tfds.builder(name, data_dir=data_cfg.tfds_data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise ConfigError(
-      f'data.name={name!r} is neither a tfds dataset nor prepared in '
-      f'{data_cfg.tfds_data_dir or "$TFDS_DATA_DIR"}; or set '
-      'data.image_folder=DIR'
-    ) from e
-  if not tf.io.gfile.exists(
-    os.path.join(builder.data_dir, 'dataset_info.json')
-  ):
-    _prepare(builder, data_cfg)
-  has = builder.info.features
-  if any(f not in has for f in features):
-    raise ConfigError(
-      f'tfds {name} has features {", ".join(has)}; expected '
-      + ', '.join(features)
-    )
-  return builder
-
-
-def _tfds_split(builder, data_cfg, split: str) -> tuple[str, int]:
-  """(tfds split name, its number of examples) for 'train' or 'val'."""
-  tfds_split = data_cfg.train_split if split == 'train' else data_cfg.val_split
-  try:
-    return tfds_split, builder.info.splits[tfds_split].num_examples
-  except (KeyError, ValueError, AssertionError) as e:
-    raise ConfigError(
-      f'tfds {data_cfg.name} has no split {tfds_split!r} (its splits: '
-      f'{", ".join(builder.info.splits)}; slices such as train[:90%] and '
-      'train[90%:] hold out part of the training data)'
-    ) from e
-
-
-def tfds_records(builder, split: str, label: str = 'label', **kwargs):
-  """(encoded image, int32 label) records of a tfds split, undecoded;
-  the label from feature `label`."""
-  tf = tf_cpu.tensorflow()
-  tfds = tf_cpu.datasets()
-
-  ds = builder.as_dataset(
-    split=split, decoders={'image': tfds.decode.SkipDecoding()}, **kwargs
-  )
-  return ds.map(lambda x: (x['image'], tf.cast(x[label], tf.int32)))
-
-
-def tfds_dataset(data_cfg, split: str):
-  """(tf.data of (encoded image, label) in the order stored, examples,
-  class names) of tfds dataset data.name; split 'train' or 'val' read as
-  data.train_split or data.val_split."""
-  builder = tfds_builder(data_cfg)
-  tfds_split, examples = _tfds_split(builder, data_cfg, split)
-  ds = tfds_records(builder, tfds_split, shuffle_files=False)
-  return ds, examples, builder.info.features['label'].names
-
-
-def _prepare(builder, data_cfg):
-  """Downloads and prepares a tfds dataset (ImageNet: from the manual
-  folder, which must hold the official archives)."""
-  tfds = tf_cpu.datasets()
-
-  manual = data_cfg.manual_dir or os.path.join(
-    data_cfg.tfds_data_dir or os.path.expanduser('~/tensorflow_datasets'),
-    'downloads',
-    'manual',
-  )
-  if data_cfg.name == 'imagenet2012' and not os.path.isdir(manual):
-    raise ConfigError(
-      f'imagenet2012 is not prepared in {builder.data_dir} and the '
-      f'manual folder {manual} does not exist: put ILSVRC2012_img_train'
-      ".tar and ILSVRC2012_img_val.tar there (tfds' manual download), "
-      'or use --config.data.image_folder=DIR'
-    )
-  try:
-    builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual)
-    )
-  except Exception as e:  # offline: errors surface deep inside tfds
-    first = (str(e).strip().splitlines() or [''])[0][:200]
-    raise ConfigError(
-      f'could not prepare tfds {data_cfg.name} in {builder.data_dir} '
-      f'({type(e).__name__}: {first}); prepare it on a networked machine '
-      'and set data.tfds_data_dir, or use data.image_folder=DIR'
-    ) from e
 
 
 def read_jpeg(tf, paths: bool):
@@ -261,7 +52,7 @@ def source(data_cfg, split):
     return split.source(data_cfg)
   if data_cfg.image_folder:
     return folder_dataset(data_cfg.image_folder, split)
-  return tfds_dataset(data_cfg, split)
+  return tfds_sources.dataset(data_cfg, split)
 
 
 def reads_paths(data_cfg, split) -> bool:
@@ -277,10 +68,12 @@ def num_examples_and_classes(data_cfg, split, listing=None):
   if not isinstance(split, str):
     return split.source(data_cfg)[1], None
   if data_cfg.image_folder:
-    listing = listing or list_image_folder(data_cfg.image_folder, split)
+    listing = listing or image_listing.list_image_folder(
+      data_cfg.image_folder, split
+    )
     return len(listing), list(listing.classes)
-  builder = tfds_builder(data_cfg)
-  _, examples = _tfds_split(builder, data_cfg, split)
+  builder = tfds_sources.builder_of(data_cfg)
+  _, examples = tfds_sources.split_of(builder, data_cfg, split)
   return examples, builder.info.features['label'].names
 
 
@@ -314,7 +107,9 @@ def _process(process):
   return _process_index(), _process_count()
 
 
-def _folder_examples(tf, listing: Listing, seed, global_batch, process, start):
+def _folder_examples(
+  tf, listing: image_listing.Listing, seed, global_batch, process, start
+):
   """(path, label, position) of this process's share of the permuted
   epochs (example_order), from step `start` on."""
   stream = example_order.process_stream(
@@ -338,11 +133,11 @@ def _tfds_examples(tf, data_cfg, seed, global_batch, process, start):
   records skipped undecoded."""
   tfds = tf_cpu.datasets()
 
-  builder = tfds_builder(data_cfg)
-  split, _ = _tfds_split(builder, data_cfg, 'train')
+  builder = tfds_sources.builder_of(data_cfg)
+  split, _ = tfds_sources.split_of(builder, data_cfg, 'train')
   index, count = process
   rows = global_batch // count
-  ds = tfds_records(
+  ds = tfds_sources.records(
     builder,
     tfds.split_for_jax_process(split, process_index=index, process_count=count),
     shuffle_files=True,
@@ -368,7 +163,7 @@ def train_dataset(
   seed: int,
   start_step: int = 0,
   *,
-  listing: Listing | None = None,
+  listing: image_listing.Listing | None = None,
   process: tuple[int, int] | None = None,
 ):
   """Endless training batches of this process: uint8 (global_batch / P,
@@ -388,7 +183,9 @@ def train_dataset(
   process = _process(process)
   rows = global_batch // process[1]
   if data_cfg.image_folder:
-    listing = listing or list_image_folder(data_cfg.image_folder, 'train')
+    listing = listing or image_listing.list_image_folder(
+      data_cfg.image_folder, 'train'
+    )
     ds = _folder_examples(tf, listing, seed, global_batch, process, start_step)
     read, name = tf.io.read_file, lambda path, where: path
   else:
@@ -521,7 +318,7 @@ def mean_sums(
   data_cfg,
   seed: int,
   *,
-  listing: Listing | None = None,
+  listing: image_listing.Listing | None = None,
   process: tuple[int, int] | None = None,
 ):
   """(int64 sum, count) of this process's share of the centre crops the
@@ -537,14 +334,16 @@ def mean_sums(
   size = data_cfg.image_size
   side = round(size * image_ops.TEN_CROP_SIDE / image_ops.CROP)
   if data_cfg.image_folder:
-    listing = listing or list_image_folder(data_cfg.image_folder, 'train')
+    listing = listing or image_listing.list_image_folder(
+      data_cfg.image_folder, 'train'
+    )
     sample = example_order.mean_sample(len(listing), data_cfg.mean_images, seed)
     mine = sample[index::count]
     paths = [listing.paths[i] for i in mine]
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
     ds = ds.map(lambda path: (tf.io.read_file(path), path))
   else:
-    records, _, _ = tfds_dataset(data_cfg, 'train')
+    records, _, _ = tfds_sources.dataset(data_cfg, 'train')
     ds = records.take(data_cfg.mean_images).shard(count, index)
     ds = ds.enumerate().map(
       lambda i, example: (

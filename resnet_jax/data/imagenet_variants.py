@@ -25,8 +25,9 @@ import re
 
 import numpy as np
 
-from resnet_jax.data import image_sets
+from resnet_jax.data import image_listing
 from resnet_jax.data import tf_cpu
+from resnet_jax.data import tfds_sources
 from resnet_jax.errors import ConfigError
 
 NAMES = ('imagenet_v2', 'real')
@@ -93,7 +94,7 @@ class TestSet:
     if self.kind == 'imagenet_v2':
       labels = numbered_folder(self.path).labels
     else:
-      listing = image_sets.list_image_folder(data_cfg.image_folder, 'val')
+      listing = image_listing.list_image_folder(data_cfg.image_folder, 'val')
       labels = real_label_sets(self.path, listing.files)
     if labels.size and labels.max() >= data_cfg.num_classes:
       raise ConfigError(
@@ -115,21 +116,21 @@ class TestSet:
       ds = tf.data.Dataset.from_tensor_slices((listing.paths, listing.labels))
       return ds, len(listing), None
     tfds_cfg = _tfds_config(data_cfg, self.name, 'test')
-    ds, examples, _ = image_sets.tfds_dataset(tfds_cfg, 'val')
+    ds, examples, _ = tfds_sources.dataset(tfds_cfg, 'val')
     return ds, examples, None
 
   def _real(self, data_cfg):
     tf = tf_cpu.tensorflow()
     if self.path:
-      listing = image_sets.list_image_folder(data_cfg.image_folder, 'val')
+      listing = image_listing.list_image_folder(data_cfg.image_folder, 'val')
       sets = real_label_sets(self.path, listing.files)
       ds = tf.data.Dataset.from_tensor_slices((listing.paths, sets))
       return ds, len(listing), None
     tfds_cfg = _tfds_config(data_cfg, 'imagenet2012_real', 'validation')
-    builder = image_sets.tfds_builder(
+    builder = tfds_sources.builder_of(
       tfds_cfg, features=('image', 'real_label')
     )
-    ds = image_sets.tfds_records(builder, 'validation', label='real_label')
+    ds = tfds_sources.records(builder, 'validation', label='real_label')
     # Padded to the number of classes, the most a set can hold: no set
     # is cut short (ReaL's sets hold up to a handful of labels).
     width = data_cfg.num_classes
@@ -150,12 +151,12 @@ def _tfds_config(data_cfg, name: str, split: str):
   return cfg
 
 
-def numbered_folder(path: str) -> image_sets.Listing:
+def numbered_folder(path: str) -> image_listing.Listing:
   """ImageNet-V2's layout: PATH/<class index>/*.jpeg, the folder names
   being class indices (0-999), not names sorted as text."""
   path = path.rstrip('/')
   root, split = os.path.dirname(path), os.path.basename(path)
-  listing = image_sets.list_image_folder(root, split)
+  listing = image_listing.list_image_folder(root, split)
   if not all(c.isdigit() for c in listing.classes):
     shown = next(c for c in listing.classes if not c.isdigit())
     raise ConfigError(

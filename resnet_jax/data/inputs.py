@@ -21,6 +21,7 @@ import numpy as np
 
 from resnet_jax.config import data_names
 from resnet_jax.data import cifar
+from resnet_jax.data import image_listing
 from resnet_jax.data import image_sets
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import layout
@@ -67,7 +68,7 @@ class Streaming:
     # An image folder's training files: listed once, saved in the workdir
     # and reused when the run resumes.
     self.listing = (
-      image_sets.training_listing(
+      image_listing.training_listing(
         d.image_folder, workdir and layout.path(workdir, layout.TRAIN_FILES)
       )
       if d.image_folder

@@ -199,12 +199,12 @@ def make_folder(root: str, files: int, classes: int = 1000):
 
 def listing_report(root: str, files: int) -> dict:
   """Files/s of listing ROOT/train, and of the workdir's copy of it."""
-  from resnet_jax.data import image_sets
+  from resnet_jax.data import image_listing
 
   if not os.path.exists(root):
     make_folder(root, files)
   start = time.perf_counter()
-  listing = image_sets.list_image_folder(root, 'train')
+  listing = image_listing.list_image_folder(root, 'train')
   seconds = time.perf_counter() - start
   with tempfile.TemporaryDirectory() as workdir:
     path = layout.path(workdir, layout.TRAIN_FILES)
@@ -212,7 +212,7 @@ def listing_report(root: str, files: int) -> dict:
     listing.save(path)
     saved = time.perf_counter() - start
     start = time.perf_counter()
-    image_sets.Listing.load(path, root)
+    image_listing.Listing.load(path, root)
     loaded = time.perf_counter() - start
   n = len(listing)
   return dict(
