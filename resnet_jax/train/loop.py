@@ -7,8 +7,6 @@ workdir is touched.
 """
 
 import dataclasses
-import json
-import os
 from typing import Any
 from typing import Callable
 
@@ -16,7 +14,6 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 
-from resnet_jax import errors
 from resnet_jax import parallel
 from resnet_jax.config import ranges
 from resnet_jax.data import augment
@@ -26,7 +23,6 @@ from resnet_jax.errors import Stopped
 from resnet_jax.eval import evaluator
 from resnet_jax.model import resnet
 from resnet_jax.run import checkpoint
-from resnet_jax.run import files
 from resnet_jax.run import layout
 from resnet_jax.run import lock
 from resnet_jax.run import metrics_writer
@@ -34,6 +30,7 @@ from resnet_jax.run import mlflow_sink
 from resnet_jax.run import preemption
 from resnet_jax.run import profiler
 from resnet_jax.run import resume
+from resnet_jax.run import workdir_files
 from resnet_jax.train import distill
 from resnet_jax.train import finetune
 from resnet_jax.train import optim
@@ -226,40 +223,6 @@ def initial_state(
   return jax.jit(init, out_shardings=replicated)(mean)
 
 
-def _prepare_workdir(workdir: str):
-  """Creates WORKDIR, or checks that it may be written."""
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ConfigError(f'--workdir={workdir} exists and is not a directory')
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_test_{os.getpid()}')
-    with open(probe, 'w'):
-      pass
-    os.remove(probe)
-  except OSError as e:
-    raise ConfigError(
-      f'cannot write to --workdir={workdir}: {e.strerror or e}'
-    ) from e
-
-
-def _write_config(exp: TrainingSetup, workdir: str):
-  """config.json, and classes.json (the class names, for
-  resnet_jax.predict) where the data has names."""
-  if jax.process_index() != 0:
-    return
-  path = layout.path(workdir, layout.CONFIG)
-  with errors.writing(path, 'writing the config'):
-    text = exp.config.to_json_best_effort(indent=2, sort_keys=True) + '\n'
-    files.replace(path, text)
-  if exp.input.classes:
-    path = layout.path(workdir, layout.CLASSES)
-    with errors.writing(path, 'writing the class names'):
-      files.replace(path, json.dumps(list(exp.input.classes)))
-  path = layout.path(workdir, layout.TRAIN_FILES)
-  with errors.writing(path, 'writing the list of training files'):
-    exp.input.save_listing(workdir)
-
-
 def _start(exp: TrainingSetup) -> train_state.TrainState:
   """A fresh state, or for fine-tuning the source run's weights with a
   new head."""
@@ -301,7 +264,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     finetune.inherit(config)
   resume.check_compatible(workdir, config)  # first: the cheapest refusal
   exp = setup(config, devices, workdir=workdir)
-  _prepare_workdir(workdir)
+  workdir_files.prepare(workdir)
   with lock.hold(workdir):
     return _train(exp, workdir)
 
@@ -317,7 +280,9 @@ def _train(exp: TrainingSetup, workdir: str) -> dict:
   t = exp.config.train
   saver = checkpoint.Saver(checkpoint.manager(workdir, t.keep_checkpoints))
   state = _restore(exp, saver.manager, workdir)
-  _write_config(exp, workdir)  # only once the run can really go on
+  workdir_files.write_start(  # only once the run can really go on
+    workdir, exp.config, exp.input.classes, exp.input.save_listing
+  )
   total, start = exp.total_steps, int(jax.device_get(state.step))
   run = train_fn(exp, start)
   evaluates = exp.evaluator is not None
