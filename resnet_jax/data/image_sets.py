@@ -13,6 +13,9 @@ data.shuffle_buffer records; tfds wrote the records of each file in a
 shuffled order when it prepared the dataset.
 """
 
+import dataclasses
+from typing import Callable
+
 import numpy as np
 
 from resnet_jax.data import example_order
@@ -21,8 +24,43 @@ from resnet_jax.data import tf_cpu
 from resnet_jax.data import tfds_sources
 from resnet_jax.errors import ConfigError
 
-PROTOCOLS = ('center', 'ten_crop', 'multiscale')
 AUTO_AUGMENTS = ('rand', 'trivial')  # data.auto_augment: auto_augment.py
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+  """An evaluation protocol (data.eval_protocol): the views of each image
+  and how they are batched. `whole_images`: each image whole (and its
+  flip) at every side of data.eval_scales, batched by shape and indexed
+  so that its scores meet across sides (the paper's multi-scale test);
+  else crops of data.image_size at one side."""
+
+  name: str
+  views: int  # per image, at one side
+  whole_images: bool
+  make: Callable  # (image_ops, jpeg, side, size) -> uint8 views
+
+
+PROTOCOLS = {
+  p.name: p
+  for p in (
+    Protocol(
+      'center',
+      1,
+      False,
+      lambda ops, j, side, size: ops.center_crop(j, side, size)[None],
+    ),
+    Protocol(
+      'ten_crop',
+      10,
+      False,
+      lambda ops, j, side, size: ops.ten_crops(j, side, size),
+    ),
+    Protocol(
+      'multiscale', 2, True, lambda ops, j, side, size: ops.multiscale(j, side)
+    ),
+  )
+}
 
 
 def folder_dataset(root: str, split: str):
@@ -250,28 +288,22 @@ def eval_dataset(
   tf = tf_cpu.tensorflow()
   from resnet_jax.data import image_ops
 
-  check_protocol(protocol)
+  chosen = eval_protocol(protocol)
   ds, _, _ = source(data_cfg, split)
   ds = ds.shard(_process_count(), _process_index())
   paths = reads_paths(data_cfg, split)
   read = read_jpeg(tf, paths)
   size = data_cfg.image_size
-  if protocol != 'multiscale':  # 256 for 224 crops, in proportion otherwise
+  if not chosen.whole_images:  # 256 for 224 crops, in proportion otherwise
     side = round(size * image_ops.TEN_CROP_SIDE / image_ops.CROP)
-  views, blank = {
-    'center': (
-      lambda j: image_ops.center_crop(j, side, size)[None],
-      (1, size, size, 3),
-    ),
-    'ten_crop': (
-      lambda j: image_ops.ten_crops(j, side, size),
-      (10, size, size, 3),
-    ),
-    'multiscale': (
-      lambda j: image_ops.multiscale(j, side),
-      (2, side, side, 3),
-    ),
-  }[protocol]
+  blank = (
+    chosen.views,
+    *((side, side) if chosen.whole_images else (size,) * 2),
+    3,
+  )
+
+  def views(jpeg):
+    return chosen.make(image_ops, jpeg, side, size)
 
   def preprocess(index, example):
     jpeg, label = read(*example)
@@ -289,7 +321,7 @@ def eval_dataset(
   # A corrupt JPEG cannot be scored: it is left out, with TF's warning
   # naming the error, and num_examples says how many were counted.
   ds = ds.ignore_errors(log_warning=True).filter(lambda v, y, ok, i: ok > 0)
-  if protocol == 'multiscale':  # a batch holds images of one shape
+  if chosen.whole_images:  # a batch holds images of one shape
     ds = ds.group_by_window(
       key_func=lambda v, *_: tf.cast(
         tf.shape(v)[1] * 65536 + tf.shape(v)[2], tf.int64
@@ -307,9 +339,7 @@ def eval_dataset(
       tf.pad(t, [[0, missing]] + [[0, 0]] * (len(t.shape) - 1))
       for t in (labels, mask, index)
     )
-    return (
-      (images, *padded) if protocol == 'multiscale' else (images, *padded[:2])
-    )
+    return (images, *padded) if chosen.whole_images else (images, *padded[:2])
 
   return ds.map(pad).prefetch(tf.data.AUTOTUNE)
 
@@ -370,11 +400,13 @@ def mean_sums(
   return total, seen
 
 
-def check_protocol(protocol: str):
-  if protocol not in PROTOCOLS:
+def eval_protocol(name: str) -> Protocol:
+  """The protocol data.eval_protocol names, or a ConfigError."""
+  if name not in PROTOCOLS:
     raise ConfigError(
-      f'data.eval_protocol={protocol!r} is not one of {", ".join(PROTOCOLS)}'
+      f'data.eval_protocol={name!r} is not one of {", ".join(PROTOCOLS)}'
     )
+  return PROTOCOLS[name]
 
 
 def shard_size(num_examples: int) -> int:

@@ -172,7 +172,7 @@ def _check_data_config(d):
   """The ImageNet data keys whose values can be wrong on their own."""
   if d.eval_on not in ('val', 'none'):
     raise ConfigError(f'data.eval_on={d.eval_on!r} is not one of val, none')
-  image_sets.check_protocol(d.eval_protocol)
+  image_sets.eval_protocol(d.eval_protocol)
   if d.auto_augment not in (None, *image_sets.AUTO_AUGMENTS):
     raise ConfigError(
       f'data.auto_augment={d.auto_augment!r} is not one of None, '

@@ -148,17 +148,17 @@ class ImageSetEvaluator:
         f'eval batch size {batch_size} does not divide over '
         f'{jax.process_count()} process(es) of {self.mesh.size} devices'
       )
-    image_sets.check_protocol(protocol)
-    if protocol == 'multiscale' and not data_cfg.eval_scales:
-      raise ConfigError('multi-scale evaluation needs data.eval_scales')
+    chosen = image_sets.eval_protocol(protocol)
+    if chosen.whole_images and not data_cfg.eval_scales:
+      raise ConfigError(f'data.eval_protocol={protocol} needs data.eval_scales')
     self._data, self._split = data_cfg, split
-    self._batch, self._protocol = per_process, protocol
+    self._batch, self._protocol = per_process, chosen
     self._crops = eval_steps.sharded_views_eval_step(self.mesh, model=model)
     self._probs = eval_steps.sharded_view_probabilities(self.mesh, model=model)
 
   def __call__(self, state) -> dict:
     state = parallel.localise(self.mesh, state)
-    if self._protocol == 'multiscale':
+    if self._protocol.whole_images:
       totals = self._multiscale(state)
     else:
       totals = self._single_scale(state)
@@ -166,7 +166,7 @@ class ImageSetEvaluator:
 
   def _single_scale(self, state):
     ds = image_sets.eval_dataset(
-      self._data, self._split, self._batch, self._protocol
+      self._data, self._split, self._batch, self._protocol.name
     )
     totals = None
     sharding = NamedSharding(self.mesh, P(parallel.AXIS))
@@ -189,7 +189,7 @@ class ImageSetEvaluator:
     sharding = NamedSharding(self.mesh, P(parallel.AXIS))
     for side in self._data.eval_scales:
       ds = image_sets.eval_dataset(
-        self._data, self._split, self._batch, 'multiscale', side=side
+        self._data, self._split, self._batch, self._protocol.name, side=side
       )
       # Only the views go to the devices; labels and indices wait here.
       batches = parallel.prefetch(

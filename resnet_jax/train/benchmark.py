@@ -163,22 +163,22 @@ def input_report(config, images: int) -> dict:
   report['bare_decode_images_per_sec_per_core'] = (
     _images_per_sec(bare, images) / cores
   )
-  for protocol in ('center', 'ten_crop'):
-    ds = image_sets.eval_dataset(data, 'train', batch, protocol).repeat()
-    report[f'eval_{protocol}_images_per_sec_per_core'] = (
-      _images_per_sec(ds, images) / cores
+  for name, protocol in image_sets.PROTOCOLS.items():
+    if not protocol.whole_images:
+      ds = image_sets.eval_dataset(data, 'train', batch, name).repeat()
+      report[f'eval_{name}_images_per_sec_per_core'] = (
+        _images_per_sec(ds, images) / cores
+      )
+      continue
+    # Every image at all the sides: the per-image time is the sum of the
+    # per-side times.
+    seconds_per_image = 0.0
+    for side in data.eval_scales:
+      ds = image_sets.eval_dataset(data, 'train', 1, name, side=side).repeat()
+      seconds_per_image += 1 / _images_per_sec(ds, max(images // 10, 40))
+    report[f'eval_{name}_images_per_sec_per_core'] = (
+      1 / seconds_per_image / cores
     )
-  # Multi-scale: every image at all five sides; the per-image time is the
-  # sum of the per-side times.
-  seconds_per_image = 0.0
-  for side in data.eval_scales:
-    ds = image_sets.eval_dataset(
-      data, 'train', 1, 'multiscale', side=side
-    ).repeat()
-    seconds_per_image += 1 / _images_per_sec(ds, max(images // 10, 40))
-  report['eval_multiscale_images_per_sec_per_core'] = (
-    1 / seconds_per_image / cores
-  )
   return {
     k: round(v, 1) if k.endswith('_per_core') else v for k, v in report.items()
   }
