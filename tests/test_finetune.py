@@ -210,6 +210,7 @@ def test_any_tfds_image_dataset_streams_with_held_out_training_slices(
   prepares any download), with PNG images and no validation split: the
   split keys take tfds slices of its training data."""
   from resnet_jax.data import image_sets
+  from resnet_jax.data import splits
   from tests.helpers import prepare_tfds
 
   train, _ = cifar.load_local(str(SAMPLE), 'cifar10', 10)
@@ -225,9 +226,9 @@ def test_any_tfds_image_dataset_streams_with_held_out_training_slices(
   d.name, d.tfds_data_dir = 'two_cifar_classes', str(tmp_path)
   d.image_folder = None
   d.train_split, d.val_split = 'train[:75%]', 'train[75%:]'
-  _, count, names = image_sets.source(d, 'train')
+  _, count, names = splits.source(d, 'train').records()
   assert (count, names) == (30, ['airplane', 'frog'])
-  assert image_sets.source(d, 'val')[1] == 10
+  assert splits.source(d, 'val').records()[1] == 10
   images, labels = next(
     image_sets.train_dataset(d, 8, seed=0).as_numpy_iterator()
   )
@@ -239,10 +240,10 @@ def test_any_tfds_image_dataset_streams_with_held_out_training_slices(
   assert views.shape == (16, 1, 32, 32, 3) and mask.sum() == 10
   d.val_split = 'validation'
   with pytest.raises(ConfigError, match="no split 'validation'.*train"):
-    image_sets.source(d, 'val')
+    splits.source(d, 'val').records()
   d.name = 'no_such_dataset'
   with pytest.raises(ConfigError, match='neither a tfds dataset'):
-    image_sets.source(d, 'train')
+    splits.source(d, 'train').records()
 
 
 def test_finetuning_starts_from_imported_torchvision_weights(tmp_path):

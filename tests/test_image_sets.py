@@ -8,6 +8,7 @@ import pytest
 
 from resnet_jax.data import image_listing
 from resnet_jax.data import image_sets
+from resnet_jax.data import splits
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import layout
 from tests.helpers import REPO
@@ -395,11 +396,11 @@ def test_tfds_imagenet2012_prepares_from_tiny_official_archives(tmp_path):
   config = data_config(
     None, manual_dir=str(manual), tfds_data_dir=str(tmp_path / 'tfds')
   )
-  ds, count, names = image_sets.source(config, 'train')
+  ds, count, names = splits.source(config, 'train').records()
   assert count == 6 and len(names) == 1000
   read = {names[label]: jpeg for jpeg, label in ds.as_numpy_iterator()}
   assert read == {p.parent.name: p.read_bytes() for p in train_files}
-  val, count, _ = image_sets.source(config, 'val')
+  val, count, _ = splits.source(config, 'val').records()
   labels_file = tfds.core.tfds_path(
     'datasets/imagenet2012/validation_labels.txt'
   )

@@ -20,6 +20,7 @@ import numpy as np
 
 from resnet_jax.data import example_order
 from resnet_jax.data import image_listing
+from resnet_jax.data import splits
 from resnet_jax.data import tf_cpu
 from resnet_jax.data import tfds_sources
 from resnet_jax.errors import ConfigError
@@ -28,7 +29,7 @@ AUTO_AUGMENTS = ('rand', 'trivial')  # data.auto_augment: auto_augment.py
 
 
 @dataclasses.dataclass(frozen=True)
-class Protocol:
+class EvalProtocol:
   """An evaluation protocol (data.eval_protocol): the views of each image
   and how they are batched. `whole_images`: each image whole (and its
   flip) at every side of data.eval_scales, batched by shape and indexed
@@ -44,35 +45,23 @@ class Protocol:
 PROTOCOLS = {
   p.name: p
   for p in (
-    Protocol(
+    EvalProtocol(
       'center',
       1,
       False,
       lambda ops, j, side, size: ops.center_crop(j, side, size)[None],
     ),
-    Protocol(
+    EvalProtocol(
       'ten_crop',
       10,
       False,
       lambda ops, j, side, size: ops.ten_crops(j, side, size),
     ),
-    Protocol(
+    EvalProtocol(
       'multiscale', 2, True, lambda ops, j, side, size: ops.multiscale(j, side)
     ),
   )
 }
-
-
-def folder_dataset(root: str, split: str):
-  """(tf.data of (path, label), number of examples, class names); the
-  files are read later, after sharding and skipping."""
-  tf = tf_cpu.tensorflow()
-  listing = image_listing.list_image_folder(root, split)
-  return (
-    tf.data.Dataset.from_tensor_slices((listing.paths, listing.labels)),
-    len(listing),
-    list(listing.classes),
-  )
 
 
 def read_jpeg(tf, paths: bool):
@@ -80,39 +69,6 @@ def read_jpeg(tf, paths: bool):
   if paths:
     return lambda path, label: (tf.io.read_file(path), label)
   return lambda jpeg, label: (jpeg, label)
-
-
-def source(data_cfg, split):
-  """(tf.data of (path or encoded image, label), examples, class names)
-  of a split in its stored order, for evaluation: 'train' or 'val' of the
-  run's data, or a test set (data/imagenet_variants.py; no class names)."""
-  if not isinstance(split, str):
-    return split.source(data_cfg)
-  if data_cfg.image_folder:
-    return folder_dataset(data_cfg.image_folder, split)
-  return tfds_sources.dataset(data_cfg, split)
-
-
-def reads_paths(data_cfg, split) -> bool:
-  """Whether source() yields file paths (else encoded images)."""
-  if not isinstance(split, str):
-    return split.reads_paths
-  return bool(data_cfg.image_folder)
-
-
-def num_examples_and_classes(data_cfg, split, listing=None):
-  """(examples, class names) of a split, reading no image (a test set:
-  its examples and no names)."""
-  if not isinstance(split, str):
-    return split.source(data_cfg)[1], None
-  if data_cfg.image_folder:
-    listing = listing or image_listing.list_image_folder(
-      data_cfg.image_folder, split
-    )
-    return len(listing), list(listing.classes)
-  builder = tfds_sources.builder_of(data_cfg)
-  _, examples = tfds_sources.split_of(builder, data_cfg, split)
-  return examples, builder.info.features['label'].names
 
 
 def if_image(tf, data, name, make, blank_shape):
@@ -289,9 +245,10 @@ def eval_dataset(
   from resnet_jax.data import image_ops
 
   chosen = eval_protocol(protocol)
-  ds, _, _ = source(data_cfg, split)
+  split_data = splits.source(data_cfg, split)
+  ds, _, _ = split_data.records()
   ds = ds.shard(_process_count(), _process_index())
-  paths = reads_paths(data_cfg, split)
+  paths = split_data.reads_paths
   read = read_jpeg(tf, paths)
   size = data_cfg.image_size
   if not chosen.whole_images:  # 256 for 224 crops, in proportion otherwise
@@ -400,7 +357,7 @@ def mean_sums(
   return total, seen
 
 
-def eval_protocol(name: str) -> Protocol:
+def eval_protocol(name: str) -> EvalProtocol:
   """The protocol data.eval_protocol names, or a ConfigError."""
   if name not in PROTOCOLS:
     raise ConfigError(

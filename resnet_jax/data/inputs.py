@@ -23,6 +23,7 @@ from resnet_jax.config import data_names
 from resnet_jax.data import cifar
 from resnet_jax.data import image_listing
 from resnet_jax.data import image_sets
+from resnet_jax.data import splits
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import layout
 
@@ -76,9 +77,9 @@ class Streaming:
     )
     if self.listing is not None and jax.process_count() > 1:
       _check_same_on_every_process(self.listing)
-    self.num_train, self.classes = image_sets.num_examples_and_classes(
+    self.num_train, self.classes = splits.source(
       d, 'train', self.listing
-    )
+    ).size()
     if len(self.classes) != d.num_classes:
       raise ConfigError(
         f'{len(self.classes)} classes in the training data but '

@@ -21,6 +21,7 @@ from resnet_jax import parallel
 from resnet_jax.config import data_names
 from resnet_jax.data import cifar
 from resnet_jax.data import image_sets
+from resnet_jax.data import splits
 from resnet_jax.errors import ConfigError
 from resnet_jax.eval import eval_steps
 
@@ -181,7 +182,7 @@ class ImageSetEvaluator:
   def _multiscale(self, state):
     """Softmax averaged over the sides and flips of each image (the
     paper's section 3.4), accumulated on the host by the image's index."""
-    count, _ = image_sets.num_examples_and_classes(self._data, self._split)
+    count, _ = splits.source(self._data, self._split).size()
     n = image_sets.shard_size(count)
     probs = np.zeros((n, self._data.num_classes), np.float32)
     labels = None  # (n,) or, for label sets (ReaL), (n, K)

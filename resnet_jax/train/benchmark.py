@@ -131,6 +131,7 @@ def input_report(config, images: int) -> dict:
   """Host pipeline images/s per core on config.data's training images."""
   from resnet_jax.data import image_ops
   from resnet_jax.data import image_sets
+  from resnet_jax.data import splits
 
   data = config.data
   cores = len(os.sched_getaffinity(0))
@@ -147,9 +148,10 @@ def input_report(config, images: int) -> dict:
     _images_per_sec(train, images) / cores
   )
   # The reference: each whole JPEG decoded, and nothing else.
-  files, _, _ = image_sets.source(data, 'train')
+  train = splits.source(data, 'train')
+  files, _, _ = train.records()
   tf = tf_cpu.tensorflow()
-  read = image_sets.read_jpeg(tf, image_sets.reads_paths(data, 'train'))
+  read = image_sets.read_jpeg(tf, train.reads_paths)
   bare = (
     files.repeat()
     .map(
