@@ -335,3 +335,21 @@ def test_every_switch_on_resumes_bit_identical_and_a_trace_changes_nothing(
   result = saved_run.evaluate_workdir(config, str(resumed), weights='ema')
   assert result['loss'] == pytest.approx(whole['ema']['loss'], rel=1e-6)
   assert result['loss'] != pytest.approx(whole['loss'], rel=1e-6)
+
+
+def test_workdirs_saved_by_older_releases_read_with_todays_keys():
+  """The committed results' workdirs (docs/results, saved from 2026-11-23
+  on, before many keys existed) read back with exactly the keys their
+  config file has today: a key added to the configs but not to
+  resume.ADDED_KEYS would make every older workdir another experiment."""
+  import json
+
+  from tests.helpers import load_config
+
+  saved = sorted((REPO / 'docs' / 'results').glob('*/*/seed*/config.json'))
+  assert len(saved) >= 8
+  for path in saved:
+    result = json.loads((path.parent / 'result.json').read_text())
+    old = resume.flatten(saved_config.read(str(path.parent)).to_dict())
+    now = resume.flatten(load_config(result['config']).to_dict())
+    assert old.keys() == now.keys(), (path, old.keys() ^ now.keys())
