@@ -55,3 +55,12 @@ def test_mixed_labels_loss_is_the_cross_entropy_of_mixed_smoothed_targets():
     losses.train_loss(LOGITS, LABELS, a)[1],
     rtol=1e-6,
   )
+
+
+def test_the_training_error_of_mixed_examples_reads_their_own_labels():
+  """steps.py's error compares the prediction with hard_labels: a mixed
+  example's own label (not its partner's, not the three fields)."""
+  own, partners = jnp.array([0, 2, 1]), jnp.array([1, 0, 2])
+  mixed = augment.MixedLabels(own, partners, jnp.array([0.7, 0.6, 0.9]))
+  np.testing.assert_array_equal(losses.hard_labels(mixed), own)
+  np.testing.assert_array_equal(losses.hard_labels(own), own)
