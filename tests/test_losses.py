@@ -12,10 +12,17 @@ LABELS = jnp.array([0, 2])
 
 
 def test_no_smoothing_is_exactly_the_cross_entropy():
-  np.testing.assert_array_equal(
-    losses.train_loss(LOGITS, LABELS, 0.0),
-    losses.cross_entropy(LOGITS, LABELS),
+  """0.0, and the default (the paper's loss), is the plain softmax
+  cross-entropy, -log softmax(logits)[label]."""
+  direct = -jax.nn.log_softmax(LOGITS)[jnp.arange(2), LABELS]
+  np.testing.assert_allclose(
+    losses.cross_entropy(LOGITS, LABELS), direct, rtol=1e-6
   )
+  for loss in (
+    losses.train_loss(LOGITS, LABELS, 0.0),
+    losses.train_loss(LOGITS, LABELS),
+  ):
+    np.testing.assert_array_equal(loss, losses.cross_entropy(LOGITS, LABELS))
 
 
 def test_smoothed_loss_against_its_formula():
