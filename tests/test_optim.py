@@ -206,6 +206,17 @@ def test_unknown_finetuning_mode_is_refused():
     optim.optimizer(config, TWO_GROUPS, steps_per_epoch=10)
 
 
+def test_unknown_optimizer_is_refused_by_name():
+  """Past the range check, as above: the optimizer names the valid ones
+  (mutmut: the message's list was not pinned)."""
+  config = load_config('configs/quickstart.py:resnet8')
+  config.optim.optimizer = 'adam'
+  with pytest.raises(
+    ConfigError, match="^optim.optimizer='adam' is not one of sgd, adamw, lars$"
+  ):
+    optim.optimizer(config, TWO_GROUPS, steps_per_epoch=10)
+
+
 @pytest.mark.parametrize('mode', ['full', 'linear_probe'])
 @pytest.mark.parametrize('name', ['sgd', 'adamw', 'lars'])
 def test_finetuning_decays_and_trusts_exactly_the_kernels_of_each_group(
