@@ -310,7 +310,7 @@ def _check_case(case, sources, root):
 
 # The suite trains a few cases, one of each mode (about a minute on two
 # cores); RESNET_JAX_COMBINATIONS=all trains the whole array (27 cases,
-# about 7 minutes: docs/testing.md).
+# about 5 minutes: docs/testing.md).
 EVERY = os.environ.get('RESNET_JAX_COMBINATIONS') == 'all'
 SUITE = [
   next(i for i, c in enumerate(CASES) if c['mode'] == mode)
