@@ -139,12 +139,14 @@ class MetricsWriter:
       self._bar.close()
       self._bar = None
     sinks, self._sinks = self._sinks, []
-    for sink in sinks:
+    failed = None
+    for sink in sinks:  # every one, even after one fails
       try:
         sink.close(ended=raise_errors)
-      except WriteFailed:
-        if raise_errors:
-          raise
+      except WriteFailed as e:
+        failed = failed or e
+    if failed is not None and raise_errors:
+      raise failed
 
 
 def _fmt(value):
