@@ -1,7 +1,8 @@
 """Image sets on the CPU: the tf.data pipelines of an image folder
 (image_listing.py) or a tfds dataset (tfds_sources.py; imagenet2012, or
 any image classification dataset for fine-tuning), each process reading
-its own shard; their sources for evaluation, and the training mean.
+its own shard (the splits they read: splits.py), the evaluation
+protocols, and the training mean.
 
 The order of training examples. An image folder is read by index: every
 epoch is a full permutation of its files seeded by (seed, epoch), split

@@ -48,9 +48,7 @@ class MlflowSink:
   MLFLOW_EXPERIMENT_NAME (default 'resnet_jax') at `tracking_uri`."""
 
   def __init__(self, tracking_uri: str, workdir: str, config):
-    mlflow = _mlflow()
-    self._mlflow = mlflow
-    self._entities = mlflow.entities
+    mlflow = self._mlflow = _mlflow()
     self._client = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri)
     self._where = f'MLflow at {tracking_uri}'
     self._record = layout.path(workdir, layout.MLFLOW_RUN)
@@ -97,7 +95,7 @@ class MlflowSink:
   def write(self, step, kind, wall_time, scalars):
     milliseconds = int(wall_time * 1000)
     metrics = [
-      self._entities.Metric(f'{kind}/{name}', value, milliseconds, step)
+      self._mlflow.entities.Metric(f'{kind}/{name}', value, milliseconds, step)
       for name, value in scalars.items()
       if isinstance(value, (int, float)) and math.isfinite(value)
     ]
