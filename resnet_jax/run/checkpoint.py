@@ -30,8 +30,18 @@ def manager(
     cleanup_tmp_directories=not read_only,
   )
   directory = layout.path(os.path.abspath(workdir), layout.CHECKPOINTS)
-  with _quiet_read_only_notice():
-    return ocp.CheckpointManager(directory, options=options)
+  for attempt in range(READ_ATTEMPTS):
+    try:
+      with _quiet_read_only_notice():
+        return ocp.CheckpointManager(directory, options=options)
+    except FileNotFoundError:
+      # A reader lists the steps, then reads each one's time: a run
+      # training there may delete its oldest checkpoint in between.
+      if not read_only or attempt == READ_ATTEMPTS - 1:
+        raise
+
+
+READ_ATTEMPTS = 5
 
 
 class _DropReadOnlyNotice(logging.Filter):
