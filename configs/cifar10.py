@@ -20,6 +20,7 @@ The paper's test errors (Table 6): ResNet-20 8.75%, -32 7.51%, -44 7.17%,
 from ml_collections import config_dict
 
 from resnet_jax.config import arguments
+from resnet_jax.config import keys
 
 
 def get_config(arg: str = 'resnet20') -> config_dict.ConfigDict:
@@ -74,5 +75,5 @@ def get_config(arg: str = 'resnet20') -> config_dict.ConfigDict:
   # SGD steps per compiled call (a scan): small CIFAR steps are dominated
   # by launch overhead; results are the same for any value.
   train.steps_per_dispatch = 1
-  arguments.add_refinements(config)  # every switch after 2015, off
+  keys.add_defaults(config)  # every switch after 2015, off
   return config

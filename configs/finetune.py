@@ -29,6 +29,7 @@ evaluation on val/ of the folder or data.val_split of the tfds dataset.
 from ml_collections import config_dict
 
 from resnet_jax.config import arguments
+from resnet_jax.config import keys
 from resnet_jax.errors import ConfigError
 
 MODES = ('full', 'linear_probe')
@@ -112,5 +113,5 @@ def get_config(arg: str = 'resnet50,stride=v1.5') -> config_dict.ConfigDict:
   train.keep_checkpoints = 2
   train.microbatches = 1
   train.steps_per_dispatch = 1
-  arguments.add_refinements(config)  # every switch after 2015, off
+  keys.add_defaults(config)  # every switch after 2015, off
   return config

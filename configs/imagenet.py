@@ -23,6 +23,7 @@ ResNet-18 27.88%, ResNet-34 A 25.03% (B 24.52%, C 24.19%), plain-18
 from ml_collections import config_dict
 
 from resnet_jax.config import arguments
+from resnet_jax.config import keys
 
 
 def get_config(arg: str = 'resnet50') -> config_dict.ConfigDict:
@@ -102,5 +103,5 @@ def get_config(arg: str = 'resnet50') -> config_dict.ConfigDict:
   # devices (README). For a batch-256 recipe on one small GPU.
   train.microbatches = 1
   train.steps_per_dispatch = 1  # >1 only for device-resident data
-  arguments.add_refinements(config)  # every switch after 2015, off
+  keys.add_defaults(config)  # every switch after 2015, off
   return config

@@ -10,7 +10,7 @@ import os
 import jax.numpy as jnp
 import pytest
 
-from resnet_jax.config import ranges
+from resnet_jax.config import keys
 from resnet_jax.data import augment
 from resnet_jax.errors import ConfigError
 from resnet_jax.model import counting
@@ -19,7 +19,6 @@ from resnet_jax.paper import experiments
 from resnet_jax.paper import reproduce
 from resnet_jax.run import files
 from resnet_jax.run import layout
-from resnet_jax.run import resume
 from resnet_jax.train import losses
 from resnet_jax.train import optim
 from tests.helpers import load_config
@@ -33,7 +32,7 @@ STEPS_PER_EPOCH = 1000  # any: the schedule is read at epochs
 
 def row(name, family=''):
   config = load_config(f'configs/bag_of_tricks.py:{name}{family}')
-  ranges.check(config)
+  keys.check(config)
   return config
 
 
@@ -111,7 +110,7 @@ def test_rows_differ_from_their_predecessor_by_their_trick_only(family):
   trick touches no key of another trick's (a regression guard on the
   cumulative structure; the values are checked above)."""
   flat = {
-    name: resume.flatten(json.loads(row(name, family).to_json_best_effort()))
+    name: keys.flatten(json.loads(row(name, family).to_json_best_effort()))
     for name in ROWS
   }
   before = {

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
+from resnet_jax.config import keys
 from resnet_jax.errors import ConfigError
 from resnet_jax.errors import WriteFailed
-from resnet_jax.run import resume
 from resnet_jax.train import loop
 from tests.helpers import few_devices
 from tests.helpers import read_metrics
@@ -41,7 +41,7 @@ def test_a_run_and_its_resume_log_the_config_and_every_metric(
   assert run.info.status == 'FINISHED'
   assert run.info.run_name == str(workdir)
 
-  saved = resume.flatten(json.loads((workdir / 'config.json').read_text()))
+  saved = keys.flatten(json.loads((workdir / 'config.json').read_text()))
   assert run.data.params.keys() == saved.keys()
   assert run.data.params['model.depth'] == '8'
   assert run.data.params['train.mlflow'] == repr(uri)

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from resnet_jax.config import keys
 from resnet_jax.errors import ConfigError
 from resnet_jax.errors import Stopped
 from resnet_jax.eval import saved_run
@@ -340,8 +341,9 @@ def test_every_switch_on_resumes_bit_identical_and_a_trace_changes_nothing(
 def test_workdirs_saved_by_older_releases_read_with_todays_keys():
   """The committed results' workdirs (docs/results, saved from 2026-11-23
   on, before many keys existed) read back with exactly the keys their
-  config file has today: a key added to the configs but not to
-  resume.ADDED_KEYS would make every older workdir another experiment."""
+  config file has today: a key added to the configs without its
+  `added` in config/keys.py would make every older workdir another
+  experiment."""
   import json
 
   from tests.helpers import load_config
@@ -350,6 +352,6 @@ def test_workdirs_saved_by_older_releases_read_with_todays_keys():
   assert len(saved) >= 8
   for path in saved:
     result = json.loads((path.parent / 'result.json').read_text())
-    old = resume.flatten(saved_config.read(str(path.parent)).to_dict())
-    now = resume.flatten(load_config(result['config']).to_dict())
+    old = keys.flatten(saved_config.read(str(path.parent)).to_dict())
+    now = keys.flatten(load_config(result['config']).to_dict())
     assert old.keys() == now.keys(), (path, old.keys() ^ now.keys())

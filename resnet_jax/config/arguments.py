@@ -120,66 +120,6 @@ def model_config(arg: str, family: str) -> config_dict.ConfigDict:
   return m
 
 
-def add_refinements(config) -> None:
-  """The refinements after the 2015 recipe ("Bag of Tricks", He et al.
-  2019; torchvision's and timm's training switches), each off by default
-  so that the paper's recipe is unchanged; every config file calls this
-  last, once its sections exist.
-  """
-  o = config.optim
-  # 'sgd' (the paper), 'adamw' or 'lars' (MLPerf's, for large batches).
-  o.optimizer = 'sgd'
-  o.label_smoothing = 0.0  # e.g. 0.1: targets 1 - a + a/K and a/K
-  o.clip_grad_norm = config_dict.placeholder(float)  # global norm; None: off
-  o.adam_b1 = 0.9  # adamw only
-  o.adam_b2 = 0.999
-  o.adam_eps = 1e-8
-  o.lars_trust_coefficient = 0.001  # lars only
-  # Knowledge distillation (train.teacher): the softmax temperature of
-  # both nets' logits in the soft term, and the weight of the hard labels'
-  # loss (GluonCV's: 0.5; "Bag of Tricks" T = 20).
-  o.distill_temperature = 20.0
-  o.distill_hard_weight = 0.5
-
-  d = config.data
-  # Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019), on the device:
-  # each example mixed with the one at the mirrored place of the global
-  # batch, its weight from Beta(alpha, alpha); alpha 0 turns either off.
-  d.mixup_alpha = 0.0  # e.g. 0.2 (Bag of Tricks), 0.8 (timm)
-  d.cutmix_alpha = 0.0  # e.g. 1.0
-  d.mix_prob = 1.0  # the chance that a batch (or example) is mixed at all
-  d.mix_switch_prob = 0.5  # with both alphas: the chance of CutMix
-  # 'batch': one weight (and box, kind, chance) per batch, as the papers'
-  # code; 'example': one per example
-  d.mix_lambda = 'batch'
-  if 'image_folder' in d:  # image sets: on the host, after the crop
-    # None, 'rand' (RandAugment, Cubuk et al. 2020) or 'trivial'
-    # (TrivialAugment wide, Mueller & Hutter 2021).
-    d.auto_augment = config_dict.placeholder(str)
-    d.rand_augment_ops = 2  # 'rand': operations per image
-    d.rand_augment_magnitude = 9  # 'rand': strength, 0-30
-    d.random_erasing = 0.0  # chance of erasing a box (Zhong et al. 2020)
-
-  t = config.train
-  # An exponential moving average of the weights and BN statistics, kept
-  # in the checkpoint and evaluated beside them; None: off; e.g. 0.9999.
-  t.ema_decay = config_dict.placeholder(float)
-  t.ema_warmup = False  # True: decay min(ema_decay, (1 + n) / (10 + n))
-  # Knowledge distillation ("Bag of Tricks" 5.3): the workdir of a run (or
-  # of resnet_jax.convert's torchvision import) whose logits on each
-  # training batch teach this one, computed in the same step; None: off;
-  # '': required (a config that distils), refused until given.
-  t.teacher = config_dict.placeholder(str)
-  t.teacher_weights = 'raw'  # or 'ema': the teacher's moving average
-  # A profiler trace of these steps, (first, end): e.g. (10, 13) traces
-  # steps 11-13, into WORKDIR/tensorboard/plugins/profile; None: off.
-  t.profile_steps = config_dict.placeholder(tuple)
-  # An MLflow tracking URI (http://HOST:5000, sqlite:///mlflow.db, ...)
-  # that the metrics also go to, the config as params (run/mlflow_sink.py;
-  # the mlflow extra); None: metrics.jsonl and TensorBoard only.
-  t.mlflow = config_dict.placeholder(str)
-
-
 def _shipped(name: str) -> str:
   """resnet_jax/NAME in an installed copy (where the wheel puts the
   repository's configs/ and data/ samples), else the checkout's folder."""

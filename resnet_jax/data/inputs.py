@@ -183,7 +183,7 @@ def _check_data_config(d):
     raise ConfigError(
       f'data.train_crop={d.train_crop!r} is not one of scale, inception'
     )
-  low, high = d.scale_range  # in their range: config/ranges.py
+  low, high = d.scale_range  # in their range: config/keys.py
   if d.train_crop == 'scale' and d.image_size > low:
     raise ConfigError(
       f'data.image_size={d.image_size} is larger than the shortest side '

@@ -4,7 +4,7 @@ overrides of it): what `python -m resnet_jax.evaluate` does."""
 import jax
 
 from resnet_jax import parallel
-from resnet_jax.config import ranges
+from resnet_jax.config import keys
 from resnet_jax.data import inputs
 from resnet_jax.eval import bn_stats
 from resnet_jax.eval import evaluator
@@ -27,7 +27,7 @@ def evaluate_workdir(
   the training data). `weights`: the run's 'raw' weights or 'ema', their
   moving average (where train.ema_decay kept one). `test_set`
   (data/imagenet_variants.TestSet): ImageNet-V2 or ReaL instead of val."""
-  ranges.check(config)  # the overrides, too
+  keys.check(config)  # the overrides, too
   model = resnet.build(config.model, config.data.num_classes)
   evaluation = evaluator.build(config, model, test_set=test_set)
   shape, mean_shape = saved_config.image_shapes(config)

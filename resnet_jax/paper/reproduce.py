@@ -12,7 +12,7 @@ import statistics
 import sys
 
 from resnet_jax.config import arguments
-from resnet_jax.config import ranges
+from resnet_jax.config import keys
 from resnet_jax.errors import ConfigError
 from resnet_jax.launch.task import Task
 from resnet_jax.launch.task import outcome
@@ -25,7 +25,6 @@ from resnet_jax.paper import plots
 from resnet_jax.paper import responses
 from resnet_jax.run import files
 from resnet_jax.run import layout
-from resnet_jax.run import resume
 
 
 def apply_overrides(config, overrides):
@@ -84,17 +83,17 @@ def run_config(run: experiments.PlannedRun, seed: int, overrides, scale: float):
   apply_overrides(config, run.overrides)
   scale_durations(config, scale)
   config.train.seed = seed
-  ranges.check(config)  # a sweep's typo refused before any run starts
+  keys.check(config)  # a sweep's typo refused before any run starts
   return config
 
 
 def command(run, config, workdir: str) -> str:
   """The command line that trains this run (from any folder): the config
   and every key whose value differs from the file's."""
-  base = resume.flatten(arguments.load(run.config).to_dict())
+  base = keys.flatten(arguments.load(run.config).to_dict())
   changed = [
     f'--config.{k}={",".join(map(str, v)) if isinstance(v, tuple) else v}'
-    for k, v in resume.flatten(config.to_dict()).items()
+    for k, v in keys.flatten(config.to_dict()).items()
     if base.get(k) != v
   ]
   args = [f'--config={run.config}', *changed, f'--workdir={workdir}']

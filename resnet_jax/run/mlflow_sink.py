@@ -11,12 +11,12 @@ import contextlib
 import math
 import os
 
+from resnet_jax.config import keys
 from resnet_jax.errors import ConfigError
 from resnet_jax.errors import WriteFailed
 from resnet_jax.errors import writing
 from resnet_jax.run import files
 from resnet_jax.run import layout
-from resnet_jax.run import resume
 
 INSTALL = "pip install 'mlflow-skinny>=3.18,<4'"
 EXPERIMENT = 'resnet_jax'  # unless MLFLOW_EXPERIMENT_NAME says another
@@ -74,7 +74,7 @@ class MlflowSink:
         mlflow.entities.Param(
           key, repr(value) if isinstance(value, str) else str(value)
         )
-        for key, value in sorted(resume.flatten(config.to_dict()).items())
+        for key, value in sorted(keys.flatten(config.to_dict()).items())
       ]
       for i in range(0, len(params), 100):  # MLflow's limit of params
         self._client.log_batch(self._run_id, params=params[i : i + 100])

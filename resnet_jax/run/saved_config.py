@@ -8,9 +8,9 @@ import os
 from ml_collections import config_dict
 
 from resnet_jax.config import data_names
+from resnet_jax.config import keys
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import layout
-from resnet_jax.run import resume
 
 
 def read(workdir: str) -> config_dict.ConfigDict:
@@ -42,7 +42,7 @@ def read(workdir: str) -> config_dict.ConfigDict:
     )
 
   config = convert(raw)
-  for key, value in resume.added_keys(resume.flatten(raw)).items():
+  for key, value in keys.older_values(keys.flatten(raw)).items():
     section, leaf = key.split('.')
     config[section][leaf] = value  # a run saved before the key existed
   return config

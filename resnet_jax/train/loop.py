@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from resnet_jax import parallel
-from resnet_jax.config import ranges
+from resnet_jax.config import keys
 from resnet_jax.data import augment
 from resnet_jax.data import inputs
 from resnet_jax.errors import ConfigError
@@ -62,7 +62,7 @@ def setup(config, devices=None, data=None, workdir=None) -> TrainingSetup:
   """Checks the config and loads the data (or takes `data`, an input such
   as inputs.Synthetic); raises ConfigError on bad input. A `workdir` that
   a run has used already gives it the files that run listed."""
-  ranges.check(config)  # first: every numeric key in its range
+  keys.check(config)  # first: every numeric key in its range
   mlflow_sink.check(config)  # the tracker's client, where one is named
   t = config.train
   teacher = distill.check(config, workdir)
