@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from resnet_jax.errors import ConfigError
 from resnet_jax.model import blocks
 from resnet_jax.model import resnet
 from tests.helpers import load_config
@@ -63,6 +64,20 @@ def test_shortcut_structure(arg, size, transitions):
   assert projected('D') == b
   all_blocks = block_names(param_shapes(build(arg), size))
   assert projected('C') == all_blocks
+
+
+def test_table_1s_depths_only_and_their_blocks():
+  for depth, bottleneck in [(18, False), (34, False), (50, True), (152, True)]:
+    net = resnet.imagenet_net(depth)
+    block = net.keywords['block_cls']
+    assert (block is blocks.BottleneckBlock) == bottleneck, depth
+    assert net.keywords['shortcut'] == ('B' if bottleneck else 'A')
+  assert resnet.imagenet_net(34, residual=False).keywords['shortcut'] is None
+  with pytest.raises(ConfigError) as refused:
+    resnet.imagenet_net(19)
+  assert str(refused.value) == (
+    'ImageNet depth 19 is not one of 18, 34, 50, 101, 152'
+  )
 
 
 @pytest.mark.parametrize('arg', ['cifar10.py:plain20', 'imagenet.py:plain34'])
@@ -324,12 +339,22 @@ def test_named_models_equal_config_models():
 
 
 def test_block_responses_for_figure7():
-  model = build('cifar10.py:resnet62')  # 10 blocks a stage: numeric order
+  # 11 blocks a stage: block10 after block9 (numeric, not string, order).
+  model = build('cifar10.py:resnet68')
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
   variables = model.init(jax.random.key(1), x)
   responses = resnet.block_responses(model, variables, x)
   names = [name for name, _ in responses]
-  assert names == [f'stage{s}_block{b}' for s in (1, 2, 3) for b in range(10)]
+  assert names == [f'stage{s}_block{b}' for s in (1, 2, 3) for b in range(11)]
+  # By default the running statistics (evaluation); with train=True each
+  # BN normalises by the batch's own: zero mean, unit variance per channel.
+  ((_, (first, _)), *_) = resnet.block_responses(model, variables, x)
+  ((_, (batch, _)), *_) = resnet.block_responses(
+    model, variables, x, train=True
+  )
+  np.testing.assert_allclose(batch.mean((0, 1, 2)), 0.0, atol=1e-4)
+  np.testing.assert_allclose(batch.var((0, 1, 2)), 1.0, atol=1e-2)
+  assert np.abs(first.var((0, 1, 2)) - 1.0).max() > 0.1
   assert all(len(r) == 2 for _, r in responses)
   assert responses[0][1][-1].shape == (2, 32, 32, 16)
   assert responses[-1][1][-1].shape == (2, 8, 8, 64)

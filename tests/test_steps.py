@@ -157,3 +157,54 @@ def test_batch_that_does_not_fit_is_rejected(key, value, message):
   config.train[key] = value
   with pytest.raises(ConfigError, match=message):
     loop.setup(config)
+
+
+def test_without_augmentation_the_step_trains_on_the_plain_images():
+  """data.augment=False reaches the device-resident step: its loss is the
+  net's on the selected images, uncropped and unflipped."""
+  from resnet_jax.train import losses
+
+  config = tiny_config()
+  config.data.augment = False
+  exp = loop.setup(config, jax.devices()[:1])
+  state = loop.initial_state(exp)
+  start = jax.device_get(state)
+  _, metrics = loop.train_fn(exp, 0)(state)
+  b, key = config.train.batch_size, jax.random.key(config.train.seed)
+  data = exp.input.data.train
+
+  def loss_on(augmented):
+    x, y = augment.train_batch(
+      data.images,
+      data.labels,
+      start.pixel_mean,
+      key,
+      0,
+      b,
+      jnp.arange(b),
+      augmented,
+    )
+    logits, _ = exp.model.apply(
+      {'params': start.params, 'batch_stats': start.batch_stats},
+      x,
+      train=True,
+      mutable=['batch_stats'],
+    )
+    return float(jnp.mean(losses.train_loss(logits, y)))
+
+  assert float(metrics['loss']) == pytest.approx(loss_on(False), rel=1e-5)
+  assert abs(loss_on(False) - loss_on(True)) > 1e-3  # the crops count
+
+
+def test_mixing_in_the_step_pairs_across_the_global_batch():
+  """With mixup on, each example's partner is taken from the whole global
+  batch, not the device's slice: with synchronised BN, one step on two
+  devices has one device's loss."""
+  result = []
+  for devices in (1, 2):
+    config = tiny_config(bn_sync=True)
+    config.data.mixup_alpha = 0.4
+    exp = loop.setup(config, jax.devices()[:devices])
+    _, metrics = loop.train_fn(exp, 0)(loop.initial_state(exp))
+    result.append(float(metrics['loss']))
+  assert result[1] == pytest.approx(result[0], rel=1e-5)
