@@ -484,3 +484,32 @@ def test_listing_benchmark_makes_and_times_a_folder(tmp_path):
   assert report['imagenet_list_seconds'] == pytest.approx(
     1_281_167 / report['files_per_sec'], rel=0.05, abs=0.1
   )
+
+
+def test_the_host_batch_step_mixes_across_the_global_batch():
+  """The image-set step (host batches) pairs each example with a partner
+  from the whole global batch: with synchronised BN, one mixed step on
+  two devices has one device's loss; mixing and the PCA lighting noise
+  (added on the device) each change it."""
+  import jax
+
+  from resnet_jax.train import loop
+
+  losses = {}
+  for devices, alpha, lighting in [
+    (1, 0.4, 0.1),
+    (2, 0.4, 0.1),
+    (2, 0, 0.1),
+    (2, 0.4, 0),
+  ]:
+    config = imagenet_train_config(FOLDER, length=1)
+    config.train.bn_sync = True
+    config.data.mixup_alpha = alpha
+    config.data.lighting_std = lighting
+    exp = loop.setup(config, jax.devices()[:devices])
+    _, metrics = loop.train_fn(exp, 0)(loop.initial_state(exp))
+    losses[devices, alpha, lighting] = float(metrics['loss'])
+  mixed = losses[2, 0.4, 0.1]
+  assert mixed == pytest.approx(losses[1, 0.4, 0.1], rel=1e-5)
+  assert abs(mixed - losses[2, 0, 0.1]) > 1e-3
+  assert abs(mixed - losses[2, 0.4, 0]) > 1e-4
