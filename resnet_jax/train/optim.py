@@ -161,7 +161,7 @@ def _head_and_backbone(tx, finetune, params):
   or not at all ('linear_probe', which then keeps no momentum for it)."""
   if finetune.mode == 'linear_probe':
     backbone = optax.set_to_zero()
-  elif finetune.mode == 'full':  # (backbone_lr_scale > 0: config/ranges.py)
+  elif finetune.mode == 'full':  # (backbone_lr_scale > 0: config/keys.py)
     backbone = optax.chain(tx, optax.scale(finetune.backbone_lr_scale))
   else:
     raise ConfigError(
