@@ -20,7 +20,6 @@ def _group(module_name: str) -> str:
 def count(model: nn.Module, image_size: int) -> dict:
   """{'params', 'macs', 'stages': [...]} for one image, from shapes alone."""
   images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-  variables = jax.eval_shape(model.init, jax.random.key(0), images)
   rows = {}  # group -> {'params', 'macs', 'in', 'out'}
 
   def row(name):
@@ -44,8 +43,10 @@ def count(model: nn.Module, image_size: int) -> dict:
       r['macs'] += args[0].shape[-1] * module.features
     return out
 
+  # One trace: init calls every layer once, as the forward pass does (a
+  # ResNet-1202 takes seconds to trace).
   with nn.intercept_methods(record):  # fills `rows` in call order
-    jax.eval_shape(model.apply, variables, images)
+    variables = jax.eval_shape(model.init, jax.random.key(0), images)
   for name, tree in variables['params'].items():
     row(name)['params'] += sum(
       math.prod(p.shape) for p in jax.tree.leaves(tree)
