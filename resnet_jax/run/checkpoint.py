@@ -34,7 +34,9 @@ def manager(
   directory = layout.path(os.path.abspath(workdir), layout.CHECKPOINTS)
   for attempt in range(READ_ATTEMPTS):
     try:
-      with _quiet_read_only_notice():
+      # Orbax warns on every read-only manager; reading a run's
+      # checkpoints is this project's normal case.
+      with _quiet('Given directory is read only'):
         return ocp.CheckpointManager(directory, options=options)
     except FileNotFoundError:
       # A reader lists the steps, then reads each one's time: a run
@@ -46,6 +48,9 @@ def manager(
 READ_ATTEMPTS = 5
 
 
+_WHOLE_ARRAYS = type_handlers.ArrayHandler(use_replica_parallel=False)
+
+
 def _write_each_array_whole():
   """Orbax saves a jax.Array whole, from its first replica, not in slices
   written by every replica ("replica parallel"). Orbax already does so
@@ -54,25 +59,30 @@ def _write_each_array_whole():
   each new shape compiles its slice. A ResNet's state is a few hundred MB
   and replicated: slicing it costs more than writing it, about 0.5 s a
   checkpoint of a ResNet-8 on 8 CPU devices. Same files, read the same
-  way. Orbax keeps this choice process-wide, for every jax.Array."""
-  type_handlers.register_type_handler(
-    jax.Array,
-    type_handlers.ArrayHandler(use_replica_parallel=False),
-    override=True,
-  )
+  way. Orbax keeps this choice process-wide, for every jax.Array; it is
+  made once, and Orbax's warning that it was made is dropped."""
+  if type_handlers.get_type_handler(jax.Array) is _WHOLE_ARRAYS:
+    return
+  with _quiet('Type handler registry type'):
+    type_handlers.register_type_handler(
+      jax.Array, _WHOLE_ARRAYS, override=True
+    )
 
 
-class _DropReadOnlyNotice(logging.Filter):
+class _DropNotice(logging.Filter):
+  def __init__(self, prefix: str):
+    super().__init__()
+    self.prefix = prefix
+
   def filter(self, record):
-    return not record.getMessage().startswith('Given directory is read only')
+    return not record.getMessage().startswith(self.prefix)
 
 
 @contextlib.contextmanager
-def _quiet_read_only_notice():
-  """Orbax warns on every read-only manager; reading a run's checkpoints
-  is this project's normal case, so that one line is dropped (absl logs
+def _quiet(prefix: str):
+  """Drops absl's log lines that start with `prefix` meanwhile (absl logs
   through the standard logger 'absl')."""
-  notice = _DropReadOnlyNotice()
+  notice = _DropNotice(prefix)
   logger = logging.getLogger('absl')
   logger.addFilter(notice)
   try:
