@@ -58,9 +58,10 @@ def _write_each_array_whole():
   variable is unset, it slices every replicated array before writing, and
   each new shape compiles its slice. A ResNet's state is a few hundred MB
   and replicated: slicing it costs more than writing it, about 0.5 s a
-  checkpoint of a ResNet-8 on 8 CPU devices. Same files, read the same
-  way. Orbax keeps this choice process-wide, for every jax.Array; it is
-  made once, and Orbax's warning that it was made is dropped."""
+  checkpoint of a ResNet-8 on 8 CPU devices. The same arrays on disk,
+  restored the same way. Orbax keeps this choice process-wide, for every
+  jax.Array; it is made once, and Orbax's warning that it was made is
+  dropped."""
   if type_handlers.get_type_handler(jax.Array) is _WHOLE_ARRAYS:
     return
   with _quiet('Type handler registry type'):
