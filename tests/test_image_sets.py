@@ -242,6 +242,25 @@ def test_ten_crops_are_corners_centre_and_flips():
   assert not np.array_equal(views[:, 0], views[:, 3])  # distinct corners
 
 
+def test_ten_crop_windows_and_the_antialiased_resize():
+  """The ten crops are the corners and the centre (rounded down), each
+  exactly, then their mirror images; evaluation resizes antialiased, so a
+  one-pixel checkerboard shrunk about 7x is grey."""
+  from resnet_jax.data import image_ops
+  from resnet_jax.data import tf_cpu
+
+  tf = tf_cpu.tensorflow()
+  ramp = tf.io.decode_png(_ramp_png()).numpy()
+  views = image_ops.ten_crops(_ramp_png(), side=RAMP_H, size=32).numpy()
+  windows = [(0, 0), (0, 224), (160, 0), (160, 224), (80, 112)]
+  for view, (top, left) in zip(views, windows):
+    np.testing.assert_array_equal(view, ramp[top : top + 32, left : left + 32])
+  np.testing.assert_array_equal(views[5:], views[:5, :, ::-1])
+  board = (np.indices((229, 343)).sum(0) % 2 * 255).astype(np.uint8)
+  shrunk = image_ops.resize_shorter(np.repeat(board[..., None], 3, -1), 32)
+  assert shrunk.shape == (32, 48, 3) and shrunk.numpy().std() < 5
+
+
 @pytest.mark.parametrize('side', [224, 480])
 def test_multiscale_views_keep_the_whole_image(side):
   ds = image_sets.eval_dataset(
