@@ -453,6 +453,7 @@ def test_input_benchmark_reports_every_figure():
     'eval_multiscale_images_per_sec_per_core',
   ):
     assert report[key] > 0, key
+  assert 0 < report['train_pipeline_build_s'] < 60
 
 
 def test_tfds_epochs_each_a_new_order_split_over_processes(tmp_path):

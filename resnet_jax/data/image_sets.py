@@ -72,6 +72,15 @@ def read_jpeg(tf, paths: bool):
   return lambda jpeg, label: (jpeg, label)
 
 
+def as_written(tf, fn):
+  """`fn` for tf.data's map as written: its control flow is TensorFlow's
+  own (tf.cond, tf.switch_case, loops over Python ranges), so AutoGraph's
+  rewrite of its Python source, which map applies to every function it
+  reaches, changes nothing but costs seconds (2.8 s of a RandAugment
+  pipeline's 3.3 s to build; benchmarks/input_build.py)."""
+  return tf.autograph.experimental.do_not_convert(fn)
+
+
 def if_image(tf, data, name, make, blank_shape):
   """(make(), True) if `data` is an encoded image, else a warning naming
   it and (zeros of blank_shape, False): the caller drops the example. A
@@ -219,7 +228,9 @@ def train_dataset(
     return image, label, ok
 
   ds = ds.map(
-    preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    as_written(tf, preprocess),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
   )
   # A corrupt JPEG is skipped, with TF's warning naming the error, rather
   # than crashing the run mid-epoch.
@@ -274,7 +285,9 @@ def eval_dataset(
     return images, label, tf.cast(ok, tf.float32), tf.cast(index, tf.int32)
 
   ds = ds.enumerate().map(
-    preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    as_written(tf, preprocess),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
   )
   # A corrupt JPEG cannot be scored: it is left out, with TF's warning
   # naming the error, and num_examples says how many were counted.
@@ -349,7 +362,9 @@ def mean_sums(
       (size, size, 3),
     )
 
-  ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.map(
+    as_written(tf, crop), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+  )
   ds = ds.ignore_errors(log_warning=True).filter(lambda image, ok: ok)
   total, seen = np.zeros((size, size, 3), np.int64), 0
   for images, _ in ds.batch(64).prefetch(2).as_numpy_iterator():
