@@ -76,8 +76,9 @@ def as_written(tf, fn):
   """`fn` for tf.data's map as written: its control flow is TensorFlow's
   own (tf.cond, tf.switch_case, loops over Python ranges), so AutoGraph's
   rewrite of its Python source, which map applies to every function it
-  reaches, changes nothing but costs seconds (2.8 s of a RandAugment
-  pipeline's 3.3 s to build; benchmarks/input_build.py)."""
+  reaches, changes nothing but costs seconds: a RandAugment training
+  pipeline took 2.3-2.9 s to build with it, 0.7-1.0 s without
+  (train_pipeline_build_s of `benchmark --input_only`, docs/benchmarks.md)."""
   return tf.autograph.experimental.do_not_convert(fn)
 
 
