@@ -142,11 +142,13 @@ def test_evaluate_cli_two_processes_count_uneven_shards_once(trained):
   for p, (_, stderr) in zip(two, outputs):
     assert p.returncode == 0, stderr[-3000:]
   results = [json.loads(o.splitlines()[-1]) for o, _ in outputs]
-  # One process, in-process on its 8 devices (batches of 8: the sums do
-  # not depend on how the images are batched).
+  # One process, in-process on its 8 devices, in batches of 16 (the sums
+  # do not depend on how the images are batched; 16 as in
+  # test_protocol_equals_each_image_evaluated_alone, whose compiled
+  # programs, one per image shape, the cache then serves).
   config = saved_config.read(str(workdir))
   config.data.eval_protocol = 'multiscale'
-  config.train.eval_batch_size = 8
+  config.train.eval_batch_size = 16
   single = saved_run.evaluate_workdir(config, str(workdir))
   assert results[0] == results[1]
   assert single['num_examples'] == results[0]['num_examples'] == 41
