@@ -215,16 +215,22 @@ def test_changed_experiment_is_refused_safe_changes_allowed(
   workdir = tmp_path / 'copy'
   shutil.copytree(uninterrupted, workdir)
   saved = (workdir / 'config.json').read_text()
-  for flag, key in [
-    ('--config.model.shortcut=B', 'model.shortcut'),
-    ('--config.data.name=cifar100', 'data.name'),
-    ('--config.optim.lr=0.2', 'optim.lr'),
-  ]:
-    result = run_cli('train.py', *FLAGS, flag, f'--workdir={workdir}')
-    assert result.returncode == 2
-    errors = error_lines(result.stderr)
-    assert len(errors) == 1 and key in errors[0], result.stderr
-    assert 'cannot resume' in errors[0]
+  # The command: one line, exit status 2, nothing written.
+  result = run_cli(
+    'train.py', *FLAGS, '--config.model.shortcut=B', f'--workdir={workdir}'
+  )
+  assert result.returncode == 2
+  errors = error_lines(result.stderr)
+  assert len(errors) == 1 and 'model.shortcut' in errors[0], result.stderr
+  assert 'cannot resume' in errors[0]
+  assert (workdir / 'config.json').read_text() == saved
+  # Other changes of the experiment: the same refusal, in-process.
+  for key, value in [('data.name', 'cifar100'), ('optim.lr', 0.2)]:
+    config = config_for()
+    section, name = key.split('.')
+    config[section][name] = value
+    with pytest.raises(ConfigError, match=f'cannot resume .*: {key}'):
+      loop.train_and_evaluate(config, str(workdir))
     assert (workdir / 'config.json').read_text() == saved
   result = run_cli(
     'train.py',
