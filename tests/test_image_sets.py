@@ -115,6 +115,33 @@ def test_inception_crop_boxes_and_flips():
     assert abs(np.corrcoef(drawn, flipped)[0, 1]) < 0.25
 
 
+def test_inception_crop_takes_its_ranges_and_falls_back_after_ten_draws():
+  """The aspect range given is the one drawn from (a square one: square
+  boxes). On a 64 x 1024 image only boxes of 8-8.3% of the area fit; the
+  sampler gives up after its 10 draws about a third of the time (35%
+  here; with TensorFlow's default of 100 draws, never) and takes the
+  whole image."""
+  from resnet_jax.data import image_ops
+  from resnet_jax.data import tf_cpu
+
+  def square(png, seed):
+    return image_ops.inception_crop(png, seed, 32, ratio=(1.0, 1.0))
+
+  _, _, height, width, _ = crop_windows(square, 40).T
+  np.testing.assert_allclose(width / height, 1, atol=0.05)
+  tf = tf_cpu.tensorflow()
+  rows, cols = np.mgrid[:64, :1024]
+  strip = np.stack([rows * 4, cols // 4, 0 * rows], -1).astype(np.uint8)
+  png = tf.io.encode_png(strip)
+  crop = tf.function(lambda seed: image_ops.inception_crop(png, seed, 32))
+  greens = [
+    np.ptp(crop(tf.constant([i, 3], tf.int64)).numpy()[..., 1])
+    for i in range(200)
+  ]
+  whole = np.mean(np.array(greens) > 200)  # a fitting box is < 86 wide
+  assert 0.2 < whole < 0.5, whole
+
+
 def test_scale_augment_windows_are_the_papers():
   """The paper's crop: shorter side S ~ U[256, 480], so a square window
   of 224 / S of the shorter side, anywhere, flipped half the time (here
