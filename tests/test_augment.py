@@ -214,6 +214,13 @@ def test_cutmix_box_centre_is_uniform_and_its_side_sqrt_one_minus_lambda():
   np.testing.assert_allclose(inside.mean(0), expected, atol=0.035)
   assert ((bottom - top) <= 16).all() and ((right - left) <= 16).all()
   assert np.asarray(right - left).max() == 16  # unclipped: the whole side
+  # The centres themselves, read back from the clipped boxes: every pixel
+  # row and column of the 32, the edges included, about equally often.
+  left, right = np.asarray(left), np.asarray(right)
+  for low, high in ((top, bottom), (left, right)):
+    centre = np.where(high < size, high - 8, low + 8)
+    counts = np.bincount(centre, minlength=size)
+    assert len(counts) == size and counts.min() > 80 and counts.max() < 170
 
 
 def test_mixing_is_the_same_on_any_number_of_devices():
