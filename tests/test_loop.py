@@ -62,9 +62,9 @@ def test_several_steps_per_call_train_exactly_as_one_per_call(tmp_path):
   runs = {}
   for per_call in (1, 4):
     config = tiny_config(length=12, eval_every=6, steps_per_dispatch=per_call)
-    result = loop.train_and_evaluate(  # one step a call: the program of
-      config, str(tmp_path / str(per_call)), few_devices()  # the loss test
-    )
+    # Two devices: the one-step program is the loss test's.
+    workdir = str(tmp_path / str(per_call))
+    result = loop.train_and_evaluate(config, workdir, few_devices())
     records = read_metrics(tmp_path / str(per_call))
     records += read_metrics(tmp_path / str(per_call), 'validation')
     runs[per_call] = (result, records)

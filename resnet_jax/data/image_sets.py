@@ -364,7 +364,9 @@ def mean_sums(
     )
 
   ds = ds.map(
-    as_written(tf, crop), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    as_written(tf, crop),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
   )
   ds = ds.ignore_errors(log_warning=True).filter(lambda image, ok: ok)
   total, seen = np.zeros((size, size, 3), np.int64), 0
