@@ -239,6 +239,36 @@ def test_random_erasing_boxes_and_rate(size):
     assert max(log_ratios) > 0.6 and min(log_ratios) < -0.6
 
 
+def test_random_erasing_draws_area_aspect_and_place_independently():
+  """On a 96 x 96 image, 1,000 erasures: the area reaches a third of the
+  image, the aspect 3.3 and 1 / 3.3 (the sides of boxes of 8-25% of the
+  area are large enough for rounding not to make them), and the area,
+  the aspect and the place are drawn apart from each other."""
+  side = 96
+  image = tf.zeros((side, side, 3), tf.uint8)
+  erase = tf.function(lambda seed: aa.random_erasing(image, seed, 1.0))
+  draws = []
+  for i in range(1000):
+    changed = (erase(tf.constant([5, i], tf.int64)).numpy() != 0).any(-1)
+    rows, cols = np.nonzero(changed)
+    top, left = rows.min(), cols.min()
+    box_h, box_w = rows.max() - top + 1, cols.max() - left + 1
+    draws.append(
+      (
+        box_h * box_w / side**2,
+        np.log(box_h / box_w),
+        top / (side - box_h + 1),  # where it is, as a fraction of where
+        left / (side - box_w + 1),  # it could be
+      )
+    )
+  area, log_ratio, top, left = np.array(draws).T
+  assert area.max() > 0.3 and area.min() < 0.03
+  mid = (area > 0.08) & (area < 0.25)
+  assert log_ratio[mid].max() > 1.1 and log_ratio[mid].min() < -1.1
+  correlation = np.corrcoef([area, log_ratio, top, left])
+  assert np.abs(correlation - np.eye(4)).max() < 0.15, correlation
+
+
 def test_an_unknown_augmentation_is_refused_before_reading():
   from resnet_jax.data import inputs
   from resnet_jax.errors import ConfigError
