@@ -271,8 +271,9 @@ def test_ten_crops_are_corners_centre_and_flips():
 
 def test_ten_crop_windows_and_the_antialiased_resize():
   """The ten crops are the corners and the centre (rounded down), each
-  exactly, then their mirror images; evaluation resizes antialiased, so a
-  one-pixel checkerboard shrunk about 7x is grey."""
+  exactly, then their mirror images; evaluation resizes antialiased (for
+  the crops and for the multi-scale test), so a one-pixel checkerboard
+  shrunk about 7x is grey."""
   from resnet_jax.data import image_ops
   from resnet_jax.data import tf_cpu
 
@@ -284,8 +285,11 @@ def test_ten_crop_windows_and_the_antialiased_resize():
     np.testing.assert_array_equal(view, ramp[top : top + 32, left : left + 32])
   np.testing.assert_array_equal(views[5:], views[:5, :, ::-1])
   board = (np.indices((229, 343)).sum(0) % 2 * 255).astype(np.uint8)
-  shrunk = image_ops.resize_shorter(np.repeat(board[..., None], 3, -1), 32)
+  board = np.repeat(board[..., None], 3, -1)
+  shrunk = image_ops.resize_shorter(board, 32)
   assert shrunk.shape == (32, 48, 3) and shrunk.numpy().std() < 5
+  whole = image_ops.multiscale(tf.io.encode_png(board), 32)
+  assert whole.shape == (2, 32, 32, 3) and whole.numpy().std() < 5
 
 
 @pytest.mark.parametrize('side', [224, 480])
