@@ -57,6 +57,18 @@ def test_colour_operations_against_their_formulas():
   np.testing.assert_allclose(
     op('autocontrast', 0), np.round((x - low) * 255 / (high - low)), atol=1
   )
+  # Channel by channel: ranges 40-103, 0-63 and a flat 77, left alone.
+  narrow = IMAGE // 4 + np.array([40, 0, 0], np.uint8)
+  narrow[..., 2] = 77
+  x = narrow.astype(np.float64)
+  low, high = x[..., :2].min((0, 1)), x[..., :2].max((0, 1))
+  stretched = op('autocontrast', 0, image=narrow)
+  np.testing.assert_allclose(
+    stretched[..., :2],
+    np.round((x[..., :2] - low) * 255 / (high - low)),
+    atol=1,
+  )
+  np.testing.assert_array_equal(stretched[..., 2], narrow[..., 2])
   np.testing.assert_array_equal(op('identity', 30), IMAGE)
 
 
