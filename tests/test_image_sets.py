@@ -143,23 +143,39 @@ def test_inception_crop_takes_its_ranges_and_falls_back_after_ten_draws():
 
 
 def test_scale_augment_windows_are_the_papers():
-  """The paper's crop: shorter side S ~ U[256, 480], so a square window
-  of 224 / S of the shorter side, anywhere, flipped half the time (here
-  a 32-pixel crop of a 192-pixel shorter side: windows of 12.8 to 24)."""
+  """The paper's crop, by its defaults: shorter side S ~ U[256, 480] (every
+  integer), a square window of `size` / S of the shorter side anywhere in
+  the image, flipped half the time. Upsampled, a crop's corners are exact
+  pixels of a ramp (row, column, 0), so the window's top, left and side
+  read back exactly. 22-pixel crops of a 251-pixel shorter side take
+  windows of 22 pixels at S = 256 only and of 12 at 476-480 (at 257: 21;
+  at 481: 11)."""
   from resnet_jax.data import image_ops
+  from resnet_jax.data import tf_cpu
 
-  def crop(png, seed):
-    return image_ops.scale_augment(png, seed, 256, 480, size=32)
+  tf = tf_cpu.tensorflow()
+  rows, cols = np.mgrid[:251, :256]
+  png = tf.io.encode_png(np.stack([rows, cols, 0 * rows], -1).astype(np.uint8))
 
-  top, left, height, width, flipped = crop_windows(crop, 400).T
-  np.testing.assert_allclose(height, width, atol=1)  # square
-  side = 32 * RAMP_H / height  # S, read back
-  assert side.min() > 250 and side.max() < 490
-  assert side.min() < 270 and side.max() > 460
-  assert abs(np.mean(side) - 368) < 10  # U[256, 480]
-  assert top.min() < 2 and (top + height).max() > RAMP_H - 2
-  assert left.min() < 2 and (left + width).max() > RAMP_W - 2
-  assert 160 < flipped.sum() < 240
+  def corners(i):
+    seed = tf.stack([i, tf.constant(17, tf.int64)])
+    out = image_ops.scale_augment(png, seed, size=22)
+    return out[0, 0, 0], out[-1, 0, 0], out[0, 0, 1], out[0, -1, 1]
+
+  draws = tf.data.Dataset.range(2000).map(corners).batch(2000)
+  top, bottom, first, last = (np.array(a, int) for a in next(iter(draws)))
+  side = bottom - top + 1
+  flipped = last < first
+  left = np.minimum(first, last)
+  np.testing.assert_array_equal(abs(last - first) + 1, side)  # square
+  expected = np.round(22 * 251 / np.arange(256, 481))
+  assert set(side) == set(expected), sorted(set(side) ^ set(expected))
+  assert top.min() == 0 and (251 - side - top).min() == 0
+  assert left.min() == 0 and (256 - side - left).min() == 0
+  assert 900 < flipped.sum() < 1100
+  place = top / (251 - side), left / (256 - side)  # each U[0, 1]
+  for a, b in [(side, place[0]), (place[0], place[1]), (place[1], flipped)]:
+    assert abs(np.corrcoef(a, b)[0, 1]) < 0.1  # drawn apart
 
 
 def test_training_crops_are_not_antialiased():
@@ -173,12 +189,19 @@ def test_training_crops_are_not_antialiased():
   tf = tf_cpu.tensorflow()
   board = (np.indices((256, 256)).sum(0) % 2 * 255).astype(np.uint8)
   png = tf.io.encode_png(np.repeat(board[:, :, None], 3, -1))
-  for crop in (image_ops.inception_crop, image_ops.scale_augment):
+  crops = {
+    'inception_crop': image_ops.inception_crop,
+    # shorter side 32-40: windows of 205-256 pixels, shrunk 6.4-8x
+    'scale_augment': lambda png, seed, size: image_ops.scale_augment(
+      png, seed, min_side=32, max_side=40, size=size
+    ),
+  }
+  for name, crop in crops.items():
     spread = [
       crop(png, tf.constant([i, 4], tf.int64), size=32).numpy().std()
       for i in range(5)
     ]
-    assert np.median(spread) > 30, (crop.__name__, spread)
+    assert np.median(spread) > 30, (name, spread)
   evaluation = image_ops.decode_window(png, 0, 0, 200, 180, 32)
   assert evaluation.numpy().std() < 5
 
@@ -271,9 +294,10 @@ def test_ten_crops_are_corners_centre_and_flips():
 
 def test_ten_crop_windows_and_the_antialiased_resize():
   """The ten crops are the corners and the centre (rounded down), each
-  exactly, then their mirror images; evaluation resizes antialiased (for
-  the crops and for the multi-scale test), so a one-pixel checkerboard
-  shrunk about 7x is grey."""
+  exactly, then their mirror images; the centre crop is the middle of the
+  image at its scale; evaluation resizes antialiased (for the crops and
+  for the multi-scale test), so a one-pixel checkerboard shrunk about 7x
+  is grey."""
   from resnet_jax.data import image_ops
   from resnet_jax.data import tf_cpu
 
@@ -284,6 +308,14 @@ def test_ten_crop_windows_and_the_antialiased_resize():
   for view, (top, left) in zip(views, windows):
     np.testing.assert_array_equal(view, ramp[top : top + 32, left : left + 32])
   np.testing.assert_array_equal(views[5:], views[:5, :, ::-1])
+  # The centre crop at half scale: a 64-pixel window in the middle (top
+  # 64, left 96), each output pixel the mean of 2 x 2 ramp pixels.
+  centre = image_ops.center_crop(_ramp_png(), side=RAMP_H // 2, size=32)
+  np.testing.assert_allclose(centre[:, 0, 0], 64.5 + 2 * np.arange(32), atol=1)
+  np.testing.assert_allclose(centre[0, :, 1], 96.5 + 2 * np.arange(32), atol=1)
+  # JPEGs (only) are cropped before they are decoded
+  assert image_ops.is_jpeg(tf.io.encode_jpeg(ramp))
+  assert not image_ops.is_jpeg(_ramp_png())
   board = (np.indices((229, 343)).sum(0) % 2 * 255).astype(np.uint8)
   board = np.repeat(board[..., None], 3, -1)
   shrunk = image_ops.resize_shorter(board, 32)
