@@ -168,6 +168,12 @@ def test_mixup_and_cutmix_pairs_areas_and_weights_against_direct_computation():
   # then CutMix at switch_prob 0.3 (0.7 would be the two swapped).
   assert abs(counts['none'] / n - 0.25) < 0.06, counts
   assert abs(counts['cutmix'] / (n - counts['none']) - 0.3) < 0.07, counts
+  # CutMix alone cuts every example (but the few whose box is empty: a
+  # side under 2 pixels, 1 - lambda < 1/36 at Beta(1, 1)).
+  alone = augment.Mixing(cutmix_alpha=1.0, per='example')
+  x, _, out, t = _mix(64, size, alone)
+  kinds, _ = _kinds(x, out, np.asarray(t.weight))
+  assert kinds.count('cutmix') >= 58, kinds.count('cutmix')
 
 
 def test_one_draw_for_the_whole_batch_by_default():
@@ -206,11 +212,15 @@ def test_cutmix_box_centre_is_uniform_and_its_side_sqrt_one_minus_lambda():
     lambda k: augment.cutmix_box(k, size, size, lam)
   )(keys)
   top, bottom = np.asarray(top), np.asarray(bottom)
-  inside = (np.arange(size) >= top[:, None]) & (np.arange(size) < bottom[:, None])
+  inside = (np.arange(size) >= top[:, None]) & (
+    np.arange(size) < bottom[:, None]
+  )
   # Row r is covered when the centre is in [r - 7, r + 8] (clipped to the
   # image): with a uniform centre, that many rows of 32.
   rows = np.arange(size)
-  expected = (np.minimum(rows + 8, size - 1) - np.maximum(rows - 7, 0) + 1) / size
+  expected = (
+    np.minimum(rows + 8, size - 1) - np.maximum(rows - 7, 0) + 1
+  ) / size
   np.testing.assert_allclose(inside.mean(0), expected, atol=0.035)
   assert ((bottom - top) <= 16).all() and ((right - left) <= 16).all()
   assert np.asarray(right - left).max() == 16  # unclipped: the whole side
@@ -241,7 +251,9 @@ def test_mixing_is_the_same_on_any_number_of_devices():
 
     sharded = jax.jit(
       jax.shard_map(
-        per_device, mesh=mesh, in_specs=(P(parallel.AXIS), P(parallel.AXIS)),
+        per_device,
+        mesh=mesh,
+        in_specs=(P(parallel.AXIS), P(parallel.AXIS)),
         out_specs=P(parallel.AXIS),
       )
     )(*parallel.shard_batch(mesh, (images, labels)))

@@ -102,8 +102,9 @@ PCA_EIGVEC = np.array(
 )
 
 
-def pca_lighting(key, image, std: float = 0.1):
-  """Adds eigvec @ (alpha * eigval), alpha ~ N(0, std), to every pixel."""
+def pca_lighting(key, image, std: float):
+  """Adds eigvec @ (alpha * eigval), alpha ~ N(0, std), to every pixel
+  (AlexNet's std, 0.1, is the config's `data.lighting_std`)."""
   alpha = std * jax.random.normal(key, (3,))
   return image + PCA_EIGVEC @ (alpha * PCA_EIGVAL)
 
@@ -146,7 +147,10 @@ class Mixing:
     if not (d.mixup_alpha or d.cutmix_alpha) or not d.mix_prob:
       return None
     return cls(
-      d.mixup_alpha, d.cutmix_alpha, d.mix_prob, d.mix_switch_prob,
+      d.mixup_alpha,
+      d.cutmix_alpha,
+      d.mix_prob,
+      d.mix_switch_prob,
       d.mix_lambda,
     )
 
