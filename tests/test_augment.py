@@ -211,22 +211,20 @@ def test_cutmix_box_centre_is_uniform_and_its_side_sqrt_one_minus_lambda():
   top, bottom, left, right = jax.vmap(
     lambda k: augment.cutmix_box(k, size, size, lam)
   )(keys)
-  top, bottom = np.asarray(top), np.asarray(bottom)
-  inside = (np.arange(size) >= top[:, None]) & (
-    np.arange(size) < bottom[:, None]
-  )
-  # Row r is covered when the centre is in [r - 7, r + 8] (clipped to the
-  # image): with a uniform centre, that many rows of 32.
+  top, bottom, left, right = map(np.asarray, (top, bottom, left, right))
+  # Row (column) r is covered when the centre is in [r - 7, r + 8]
+  # (clipped to the image): with a uniform centre, that many of 32.
   rows = np.arange(size)
   expected = (
     np.minimum(rows + 8, size - 1) - np.maximum(rows - 7, 0) + 1
   ) / size
-  np.testing.assert_allclose(inside.mean(0), expected, atol=0.035)
+  for low, high in ((top, bottom), (left, right)):
+    inside = (rows >= low[:, None]) & (rows < high[:, None])
+    np.testing.assert_allclose(inside.mean(0), expected, atol=0.035)
   assert ((bottom - top) <= 16).all() and ((right - left) <= 16).all()
-  assert np.asarray(right - left).max() == 16  # unclipped: the whole side
+  assert (right - left).max() == 16  # unclipped: the whole side
   # The centres themselves, read back from the clipped boxes: every pixel
   # row and column of the 32, the edges included, about equally often.
-  left, right = np.asarray(left), np.asarray(right)
   for low, high in ((top, bottom), (left, right)):
     centre = np.where(high < size, high - 8, low + 8)
     counts = np.bincount(centre, minlength=size)
