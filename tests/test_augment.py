@@ -70,6 +70,18 @@ def test_crop_and_flip_is_a_window_of_the_padded_image():
     found.add(match[0])
   assert len({f for _, _, f in found}) == 2  # both flipped and not
   assert len({(dy, dx) for dy, dx, _ in found}) > 10  # many offsets
+  # Each offset uniform over 0..8: read back from 2,000 crops of an image
+  # of its own (row + 1, column + 1), whose centre the crop always keeps.
+  rows, cols = np.mgrid[1:33, 1:33].astype(np.float32)
+  image = jnp.stack([rows, cols, 0 * rows], -1)
+  keys = jax.random.split(jax.random.key(3), 2000)
+  out = np.asarray(jax.vmap(lambda k: augment.crop_and_flip(k, image))(keys))
+  dy = out[:, 16, 16, 0] - 13  # window row 16 is image row dy + 12
+  dx = np.minimum(out[:, 16, 15, 1], out[:, 16, 16, 1]) - 12
+  for offsets in (dy, dx):
+    counts = np.bincount(offsets.astype(int), minlength=9)
+    assert len(counts) == 9 and counts.min() > 170 and counts.max() < 280
+  assert abs(np.corrcoef(dy, dx)[0, 1]) < 0.1
 
 
 def test_pca_lighting_shifts_each_image_by_one_colour():
