@@ -5,15 +5,15 @@ workers and of the processes the tests start, split into XLA compiling
 cache), tracing and lowering; then the slowest tests and the tests whose
 new programs cost the most to compile.
 
-  python benchmarks/suite_time/report.py OUTDIR [--top=N]
+  python benchmarks/suite_time/report.py OUTDIR [--top N]
 """
 
+import argparse
 import collections
 import glob
 import json
 import os
 import re
-import sys
 
 COMPILE = '/jax/core/compile/backend_compile_duration'
 TRACE = '/jax/core/compile/jaxpr_trace_duration'
@@ -22,10 +22,11 @@ HIT = '/jax/compilation_cache/cache_hits'
 MISS = '/jax/compilation_cache/cache_misses'
 
 
-def _process(rows):
-  """One process's totals. A compile is a cache miss (or hit) when that
-  event came just before it; neither: under the cache's size or time
-  floor, so never written."""
+def _process(rows, missed_by_test):
+  """One process's totals; adds the compile time of its new programs to
+  `missed_by_test`. A compile is a cache miss (or hit) when that event
+  came just before it; neither: under the cache's size or time floor, so
+  never written."""
   out = collections.Counter()
   pending = 'uncached'
   for row in rows:
@@ -37,6 +38,8 @@ def _process(rows):
     elif event == COMPILE:
       out[f'compile_{pending}_s'] += row['secs']
       out[f'compiles_{pending}'] += 1
+      if pending == 'missed':
+        missed_by_test[row['test'] or '(between tests)'] += row['secs']
       pending = 'uncached'
     elif event == TRACE:
       out['trace_s'] += row['secs']
@@ -77,15 +80,7 @@ def report(out_dir, top=15):
       continue
     group = groups['workers' if _is_worker(rows) else 'started']
     group['processes'] += 1
-    group.update(_process(rows))
-    pending = None
-    for row in rows:
-      if row['event'] in (HIT, MISS):
-        pending = row['event']
-      elif row['event'] == COMPILE:
-        if pending == MISS:
-          missed_by_test[row['test'] or '(between tests)'] += row['secs']
-        pending = None
+    group.update(_process(rows, missed_by_test))
   result.update(
     {
       k: {n: round(v, 1) for n, v in sorted(g.items())}
@@ -109,9 +104,8 @@ def report(out_dir, top=15):
 
 
 if __name__ == '__main__':
-  top = 15
-  args = [a for a in sys.argv[1:] if not a.startswith('--top=')]
-  for a in sys.argv[1:]:
-    if a.startswith('--top='):
-      top = int(a.split('=', 1)[1])
-  print(json.dumps(report(args[0], top), indent=1))
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('out_dir', help="run.sh's OUTDIR")
+  parser.add_argument('--top', type=int, default=15, help='tests listed')
+  args = parser.parse_args()
+  print(json.dumps(report(args.out_dir, args.top), indent=1))
