@@ -57,11 +57,12 @@ def test_training_batches(crop):
 RAMP_H, RAMP_W = 192, 256
 
 
-def _ramp_png():
+def _ramp_png(height=RAMP_H, width=RAMP_W):
+  """A PNG whose pixels are (row, column, 0)."""
   from resnet_jax.data import tf_cpu
 
   tf = tf_cpu.tensorflow()
-  rows, cols = np.mgrid[:RAMP_H, :RAMP_W]
+  rows, cols = np.mgrid[:height, :width]
   image = np.stack([rows, cols, np.zeros_like(rows)], -1).astype(np.uint8)
   return tf.io.encode_png(image)
 
@@ -154,8 +155,7 @@ def test_scale_augment_windows_are_the_papers():
   from resnet_jax.data import tf_cpu
 
   tf = tf_cpu.tensorflow()
-  rows, cols = np.mgrid[:251, :256]
-  png = tf.io.encode_png(np.stack([rows, cols, 0 * rows], -1).astype(np.uint8))
+  png = _ramp_png(251, 256)
 
   def corners(i):
     seed = tf.stack([i, tf.constant(17, tf.int64)])
