@@ -63,12 +63,15 @@ def test_colour_operations_against_their_formulas():
   x = narrow.astype(np.float64)
   low, high = x[..., :2].min((0, 1)), x[..., :2].max((0, 1))
   stretched = op('autocontrast', 0, image=narrow)
-  np.testing.assert_allclose(
-    stretched[..., :2],
-    np.round((x[..., :2] - low) * 255 / (high - low)),
-    atol=1,
+  # Exact: a span of 63 puts no value at a rounding tie.
+  np.testing.assert_array_equal(
+    stretched[..., :2], np.round((x[..., :2] - low) * 255 / (high - low))
   )
   np.testing.assert_array_equal(stretched[..., 2], narrow[..., 2])
+  # Two neighbouring values (a span of 1) become black and white.
+  narrow[..., 2] = 77 + IMAGE[..., 2] % 2
+  stretched = op('autocontrast', 0, image=narrow)
+  np.testing.assert_array_equal(stretched[..., 2], 255 * (IMAGE[..., 2] % 2))
   np.testing.assert_array_equal(op('identity', 30), IMAGE)
 
 
@@ -203,6 +206,36 @@ def test_rand_augment_magnitudes_and_translation_by_the_side():
   # Rotation at magnitude 30: 30 degrees, whose corners fall outside.
   turned = op('rotate', 30, 'rand', image=wide)
   assert (turned[0, 0] == 128).all() and not np.array_equal(turned, wide)
+
+
+def test_rotation_turns_the_sampling_grid_about_the_centre():
+  """Positive degrees turn the picture counter-clockwise (PIL's
+  convention): output pixel (x, y) reads the input at the point turned by
+  the angle about the centre, nearest neighbour, grey outside. The image
+  is not square (the centre's x and y differ) and each pixel holds its own
+  row and column, so every output pixel says where it was read from."""
+  h, w = 40, 50
+  rows, cols = np.mgrid[:h, :w]
+  grid = np.stack([rows, cols, np.zeros_like(rows)], -1).astype(np.uint8)
+  turned = aa.rotate(tf.constant(grid), 30.0).numpy()
+  a = np.deg2rad(30.0)
+  cy, cx = (h - 1) / 2, (w - 1) / 2
+  src_x = cx + np.cos(a) * (cols - cx) - np.sin(a) * (rows - cy)
+  src_y = cy + np.sin(a) * (cols - cx) + np.cos(a) * (rows - cy)
+  # Pixels whose source lies within 0.05 of a rounding tie are left out.
+  clear = (np.abs(src_x % 1 - 0.5) > 0.05) & (np.abs(src_y % 1 - 0.5) > 0.05)
+  near_x, near_y = np.round(src_x).astype(int), np.round(src_y).astype(int)
+  inside = (near_x >= 0) & (near_x < w) & (near_y >= 0) & (near_y < h)
+  assert clear.mean() > 0.75 and (clear & inside).sum() > 1000
+  np.testing.assert_array_equal(
+    turned[clear & inside, 0], near_y[clear & inside]
+  )
+  np.testing.assert_array_equal(
+    turned[clear & inside, 1], near_x[clear & inside]
+  )
+  assert (turned[clear & ~inside] == 128).all() and (
+    clear & ~inside
+  ).sum() > 200
 
 
 def test_augmentations_are_seeded():
