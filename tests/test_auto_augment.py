@@ -2,6 +2,8 @@
 operation against a direct computation, the draws' rates, determinism."""
 
 import numpy as np
+from PIL import Image
+from PIL import ImageOps
 import pytest
 import tensorflow as tf
 
@@ -35,6 +37,14 @@ def test_colour_operations_against_their_formulas():
   np.testing.assert_array_equal(
     op('solarize', 15), np.where(x >= 127.5, 255 - IMAGE, IMAGE)
   )
+  # At bins 0, 10 and 30 the threshold is a whole value, 255, 170 and 0
+  # (torchvision's linspace(255, 0, 31)), and that value is inverted too.
+  every = np.repeat(np.arange(256, dtype=np.uint8).reshape(16, 16, 1), 3, -1)
+  for strength, threshold in ((0, 255), (10, 170), (30, 0)):
+    np.testing.assert_array_equal(
+      op('solarize', strength, image=every),
+      np.where(every >= threshold, 255 - every, every),
+    )
   # Brightness: a factor 1 + 0.99 * 10 / 30 towards white from black.
   factor = 1 + 0.99 * 10 / 30
   np.testing.assert_array_equal(
@@ -75,23 +85,31 @@ def test_colour_operations_against_their_formulas():
   np.testing.assert_array_equal(op('identity', 30), IMAGE)
 
 
-def _equalised(channel):
-  """PIL's ImageOps.equalize, written out for one channel."""
-  histogram = np.bincount(channel.ravel(), minlength=256)
-  last = histogram[np.nonzero(histogram)[0][-1]]
-  step = (histogram.sum() - last) // 255
-  if step == 0:
-    return channel
-  lut, n = [], step // 2
-  for count in histogram:
-    lut.append(min(255, n // step))
-    n += count
-  return np.asarray(lut, np.uint8)[channel]
+def _skewed_image():
+  """64 x 48 pixels whose channels equalise differently: dark-skewed
+  values, a narrow range with a heavy last value, and a full range whose
+  top value occurs once, above a common one."""
+  rng = np.random.default_rng(1)
+  dark = (rng.random((64, 48)) ** 2 * 200).astype(np.uint8)
+  narrow = rng.integers(100, 141, (64, 48)).astype(np.uint8)
+  narrow[:8] = 140
+  full = rng.integers(0, 250, (64, 48)).astype(np.uint8)
+  full[1] = 249  # the value below the top one common: the step counts
+  full[0, 0] = 250  # the top value's count alone
+  return np.stack([dark, narrow, full], -1)
 
 
 def test_equalize_and_sharpness_against_direct_computations():
-  expected = np.stack([_equalised(IMAGE[..., c]) for c in range(3)], -1)
-  np.testing.assert_array_equal(op('equalize', 0), expected)
+  """Equalisation equals PIL's ImageOps.equalize (the reference of the
+  AutoAugment and RandAugment code) on images whose histogram step
+  (pixels but the last value's, over 255) is 0 (the 15 x 15 image: left as
+  it is), 1 (20 x 20) and 10-12 (the skewed image, where the top value's
+  entry of PIL's table passes 255 and is clipped)."""
+  small = RNG.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+  for image in (IMAGE, small, _skewed_image()):
+    pil = ImageOps.equalize(Image.fromarray(image))
+    np.testing.assert_array_equal(op('equalize', 0, image=image), pil)
+  np.testing.assert_array_equal(op('equalize', 0), IMAGE)
   # Sharpness, factor 1 + 0.99: the image pushed away from its 3x3 smooth
   # (centre weight 5 of 13); the border is left as it is.
   x = IMAGE.astype(np.float64)
