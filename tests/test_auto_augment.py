@@ -33,6 +33,13 @@ def test_colour_operations_against_their_formulas():
   np.testing.assert_array_equal(op('posterize', 30), IMAGE & 0b11000000)
   np.testing.assert_array_equal(op('posterize', 30, 'rand'), IMAGE & 0xF0)
   np.testing.assert_array_equal(op('posterize', 0), IMAGE)
+  # Every bin: torchvision's tables, 8 - round(k / 5) bits kept for
+  # TrivialAugment, 8 - round(k / 7.5) for RandAugment.
+  for k in range(31):
+    for kind, per_bit in (('trivial', 5), ('rand', 7.5)):
+      bits = 8 - round(k / per_bit)
+      mask = (0xFF << (8 - bits)) & 0xFF
+      np.testing.assert_array_equal(op('posterize', k, kind), IMAGE & mask)
   # Solarize at bin 15: values >= 127.5 inverted.
   np.testing.assert_array_equal(
     op('solarize', 15), np.where(x >= 127.5, 255 - IMAGE, IMAGE)
