@@ -154,6 +154,13 @@ def test_geometric_operations_move_pixels_and_fill_grey():
     np.testing.assert_array_equal(
       sheared[y, : 15 - shift - 1], IMAGE[y, shift:14]
     )
+  # Shear y alike: column x samples y + 0.33 x, and only that.
+  sheared = op('shear_y', 10)
+  for x in (0, 6, 12):
+    shift = int(np.round(0.33 * x + 1e-9))
+    np.testing.assert_array_equal(
+      sheared[: 15 - shift - 1, x], IMAGE[shift:14, x]
+    )
 
 
 def _recorded_draws(monkeypatch, augment, count):
