@@ -1,6 +1,7 @@
 """RandAugment, TrivialAugment and random erasing on the host: each
 operation against a direct computation, the draws' rates, determinism."""
 
+import ml_collections
 import numpy as np
 from PIL import Image
 from PIL import ImageOps
@@ -350,6 +351,42 @@ def test_random_erasing_draws_area_aspect_and_place_independently():
   # The fill: every value 0-255 equally often (about 19,000 of each:
   # within 5% is 7 standard deviations).
   assert np.abs(values / values.mean() - 1).max() < 0.05, values
+
+
+def test_the_config_gets_exactly_the_augmentations_it_names():
+  """data.auto_augment and data.random_erasing each alone, both (the
+  policy first, then erasing, each on its own half of the image's seed),
+  and neither (no function: the pipeline skips the step)."""
+
+  def augment(kind, erasing):
+    data = ml_collections.ConfigDict(
+      dict(
+        auto_augment=kind,
+        random_erasing=erasing,
+        rand_augment_ops=2,
+        rand_augment_magnitude=9,
+      )
+    )
+    return aa.for_config(data)
+
+  assert augment(None, 0.0) is None
+  image = tf.constant(IMAGE)
+  for i in range(3):
+    seed = tf.constant([4, i], tf.int64)
+    op_seed, erase_seed = tf.random.experimental.stateless_split(seed, 2)
+    expected = {
+      (None, 1.0): aa.random_erasing(image, erase_seed, 1.0),
+      ('trivial', 0.0): aa.trivial_augment(image, op_seed),
+      ('rand', 0.0): aa.rand_augment(image, op_seed, 2, 9),
+      ('rand', 1.0): aa.random_erasing(
+        aa.rand_augment(image, op_seed, 2, 9), erase_seed, 1.0
+      ),
+    }
+    for (kind, erasing), want in expected.items():
+      got = augment(kind, erasing)(image, seed)
+      np.testing.assert_array_equal(got, want, err_msg=f'{kind} {erasing}')
+  # Erasing alone changes the image (the expected values are not it).
+  assert not np.array_equal(expected[None, 1.0], IMAGE)
 
 
 def test_an_unknown_augmentation_is_refused_before_reading():
