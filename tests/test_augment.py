@@ -281,3 +281,73 @@ def test_mixing_draws_depend_on_seed_step_and_position_only():
   np.testing.assert_array_equal(whole.weight[8:], half.weight)
   _, _, _, later = _mix(16, 8, BOTH, step=4)
   assert not np.array_equal(whole.weight, later.weight)  # new step, new draws
+
+
+def _upsampled(mean, h, w):
+  """Bilinear upsampling with half-pixel centres (TensorFlow's and
+  jax.image's convention), written out: output row i reads input row
+  (i + 0.5) * in / out - 0.5, clamped to the edge, between its neighbours."""
+
+  def weights(n_out, n_in):
+    at = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    low = np.floor(at).astype(int)
+    high = np.minimum(low + 1, n_in - 1)
+    matrix = np.zeros((n_out, n_in))
+    matrix[np.arange(n_out), low] += 1 - (at - low)
+    matrix[np.arange(n_out), high] += at - low
+    return matrix
+
+  return np.einsum(
+    'hi,wj,ijc->hwc', weights(h, mean.shape[0]), weights(w, mean.shape[1]), mean
+  )
+
+
+def test_normalise_subtracts_a_mean_per_channel_or_per_pixel_resized():
+  """The per-channel mean broadcasts; a per-pixel mean of the view's size
+  is taken as it is; one of another size (the training crop's, under a
+  larger multi-scale view) is resized bilinearly to the view first."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (2, 6, 8, 3), dtype=np.uint8)
+  x = images.astype(np.float64)
+  per_channel = rng.uniform(100, 130, (1, 1, 3))
+  per_pixel = rng.uniform(100, 130, (6, 8, 3))
+  crop_mean = rng.uniform(100, 130, (4, 4, 3))
+  for mean, expected in (
+    (per_channel, x - per_channel),
+    (per_pixel, x - per_pixel),
+    (crop_mean, x - _upsampled(crop_mean, 6, 8)),
+  ):
+    out = augment.normalise(jnp.asarray(images), mean)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+def test_mixing_reads_each_of_its_keys_and_refuses_an_unknown_draw():
+  from ml_collections import ConfigDict
+
+  from resnet_jax.errors import ConfigError
+
+  def data(**keys):
+    base = dict(
+      mixup_alpha=0.2,
+      cutmix_alpha=1.0,
+      mix_prob=0.6,
+      mix_switch_prob=0.3,
+      mix_lambda='example',
+    )
+    return ConfigDict({**base, **keys})
+
+  assert augment.Mixing.from_config(data()) == augment.Mixing(
+    mixup_alpha=0.2, cutmix_alpha=1.0, prob=0.6, switch_prob=0.3, per='example'
+  )
+  # Off: both alphas 0, or a chance of 0; one alpha is enough to mix.
+  assert (
+    augment.Mixing.from_config(data(mixup_alpha=0.0, cutmix_alpha=0.0)) is None
+  )
+  assert augment.Mixing.from_config(data(mix_prob=0.0)) is None
+  assert augment.Mixing.from_config(data(mixup_alpha=0.0)).cutmix_alpha == 1.0
+  with pytest.raises(ConfigError) as refused:
+    augment.Mixing.from_config(data(mix_lambda='pair'))
+  assert str(refused.value) == (
+    "data.mix_lambda='pair' is not one of batch, example"
+  )
