@@ -47,6 +47,18 @@ def test_batch_is_a_pure_function_of_seed_and_step_not_of_devices():
   np.testing.assert_array_equal(whole[1], np.concatenate([p[1] for p in parts]))
   again = augment.train_batch(images, labels, mean, key, 13, 16, jnp.arange(16))
   np.testing.assert_array_equal(whole[0], again[0])
+  # An epoch (3 batches of 16 of the 50 examples) draws each example at
+  # most once, from all 50; unaugmented, each image is its label's.
+  epoch = [
+    augment.train_batch(
+      images, labels, mean, key, s, 16, jnp.arange(16), augment=False
+    )
+    for s in range(3)
+  ]
+  seen = np.concatenate([y for _, y in epoch])
+  assert len(set(seen.tolist())) == 48 and seen.max() >= 32
+  for x, y in epoch:
+    np.testing.assert_array_equal(x, np.asarray(images)[y] - 100.0)
 
 
 def test_crop_and_flip_is_a_window_of_the_padded_image():
