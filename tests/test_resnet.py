@@ -361,3 +361,21 @@ def test_block_responses_for_figure7():
   plain = build('cifar10.py:plain20')
   pv = plain.init(jax.random.key(1), x)
   assert len(resnet.block_responses(plain, pv, x)) == 9
+
+
+def test_a_blocks_parameters_keep_their_names():
+  """Checkpoints, resumes of older workdirs and the torchvision mapping
+  read parameters by name: each block's convolutions and BNs are conv1,
+  bn1, ... in order (the last BN too, zero-initialised or not), a
+  projection 'shortcut'."""
+  basic = ['bn1', 'bn2', 'conv1', 'conv2']
+  bottleneck = ['bn1', 'bn2', 'bn3', 'conv1', 'conv2', 'conv3']
+  for net, block, names in (
+    (resnet.ResNet20, 'stage2_block0', basic),  # option A: no weights
+    (resnet.ResNet50, 'stage1_block0', bottleneck + ['shortcut']),
+    (resnet.ResNet50, 'stage2_block1', bottleneck),
+  ):
+    variables = jax.eval_shape(
+      net().init, jax.random.key(0), jnp.zeros((1, 32, 32, 3))
+    )
+    assert sorted(variables['params'][block]) == names, block
