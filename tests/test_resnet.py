@@ -80,6 +80,18 @@ def test_table_1s_depths_only_and_their_blocks():
   )
 
 
+def test_cifar_depths_are_6n_plus_2_only():
+  blocks_per_stage = [resnet.cifar_blocks_per_stage(d) for d in (8, 20, 110)]
+  assert blocks_per_stage == [1, 3, 18]
+  for depth in (2, 7, 21, 22):  # 2 = 6 * 0 + 2: no blocks
+    with pytest.raises(ConfigError) as refused:
+      resnet.cifar_blocks_per_stage(depth)
+    assert str(refused.value) == (
+      f'CIFAR depth {depth} is not 6n+2 with n >= 1 '
+      '(e.g. 20, 32, 44, 56, 110, 1202)'
+    )
+
+
 @pytest.mark.parametrize('arg', ['cifar10.py:plain20', 'imagenet.py:plain34'])
 def test_plain_nets_have_no_shortcut(arg):
   model = build(arg)
