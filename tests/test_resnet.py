@@ -100,6 +100,13 @@ def test_an_unknown_model_choice_is_refused_by_name():
   assert str(refused.value) == (
     "model.block='inverted' is not one of standard, preact"
   )
+  config = load_config('configs/cifar10.py:resnet20')
+  config.model.family = 'mnist'
+  with pytest.raises(ConfigError) as refused:
+    resnet.build(config.model, 10)
+  assert (
+    str(refused.value) == "model.family='mnist' is not one of cifar, imagenet"
+  )
 
 
 @pytest.mark.parametrize('arg', ['cifar10.py:plain20', 'imagenet.py:plain34'])
