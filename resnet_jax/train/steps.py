@@ -200,13 +200,14 @@ def sharded_batch_train_step(
   mesh,
   *,
   seed: int,
-  lighting_std: float = 0.0,
+  lighting_std: float,
   mixing: augment.Mixing | None = None,
   **step_options,
 ):
   """Compiled step(state, images, labels) on host-fed uint8 batches split
   over 'data' (streaming datasets such as ImageNet): normalised, given
-  lighting noise and mixed (with `mixing`) on the device."""
+  lighting noise (`lighting_std`, 0 for none) and mixed (with `mixing`)
+  on the device."""
   key = jax.random.key(seed)
 
   def per_device(state, images, labels, teacher):
@@ -219,9 +220,7 @@ def sharded_batch_train_step(
       x, labels = augment.mix(
         key, state.step, positions, x, labels, mixing, AXIS
       )
-    return train_step(
-      state, x, labels, teacher, axis_name=AXIS, **step_options
-    )
+    return train_step(state, x, labels, teacher, axis_name=AXIS, **step_options)
 
   batch = P(AXIS)
   step = jax.shard_map(
