@@ -35,8 +35,9 @@ def run(config, devices, num_steps, per_call=1):
     lr_fn=exp.lr_fn,
     seed=0,
     global_batch=config.train.batch_size,
-    num_steps=per_call,
     microbatches=config.train.microbatches,
+    # One step per call is the default.
+    **({} if per_call == 1 else {'num_steps': per_call}),
   )
   for _ in range(num_steps // per_call):
     state, metrics = fn(state, *data)
