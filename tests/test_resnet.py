@@ -92,20 +92,6 @@ def test_cifar_depths_are_6n_plus_2_only():
     )
 
 
-def test_an_unknown_model_choice_is_refused_by_name():
-  for key, value, choices in (
-    ('block', 'inverted', 'standard, preact'),
-    ('family', 'mnist', 'cifar, imagenet'),
-  ):
-    config = load_config('configs/cifar10.py:resnet20')
-    config.model[key] = value
-    with pytest.raises(ConfigError) as refused:
-      resnet.build(config.model, 10)
-    assert (
-      str(refused.value) == f"model.{key}='{value}' is not one of {choices}"
-    )
-
-
 @pytest.mark.parametrize('arg', ['cifar10.py:plain20', 'imagenet.py:plain34'])
 def test_plain_nets_have_no_shortcut(arg):
   model = build(arg)
