@@ -1,7 +1,8 @@
 """Test environment: eight CPU devices for the multi-device tests (must be
 set before JAX is imported), no accelerator for TensorFlow, XLA's
 unoptimised (fast to compile) path, and one persistent compilation cache
-for the whole session.
+for the whole session. Commands the tests start inherit the settings
+(tests/helpers.py changes only their device count).
 
 The cache: most tests compile the same few steps (a ResNet-8 on 8 CPU
 devices); XLA's executables, keyed by their HLO and options, are written
@@ -13,8 +14,11 @@ so the same results, bit for bit.
 import gc
 import os
 import pathlib
+import subprocess
 import sys
 import tempfile
+
+import pytest
 
 os.environ['XLA_FLAGS'] = (
   os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
@@ -30,6 +34,34 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
 # on: XLA's cheap path halves it (as flax's own tests do). Every process
 # of the session compiles the same way, so runs still compare bit for bit.
 os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
+
+
+# XLA's CPU fusions through its older elemental emitters compile the
+# suite's steps in a third of the time of the MLIR fusion emitters
+# (benchmarks/suite_time/compile_flags.py). jaxlib has the switch up to
+# 0.11.0 (an unknown XLA flag aborts a process), and with it a step run K
+# times inside one call is no longer bit-identical to K calls: the tests
+# of that promise carry the mark `xla_default_emitters` and run in a
+# process of their own with XLA's defaults (pytest_pyfunc_call below).
+# Mutation runs (MUTANT_UNDER_TEST) keep the defaults: mutmut must see
+# every test in process.
+ELEMENTAL = '--xla_cpu_use_fusion_emitters=false'
+
+
+def _jaxlib_has_the_emitters_switch() -> bool:
+  from importlib import metadata
+
+  from packaging.version import Version
+
+  return Version(metadata.version('jaxlib')) <= Version('0.11.0')
+
+
+if (
+  'xla_cpu_use_fusion_emitters' not in os.environ['XLA_FLAGS']
+  and 'MUTANT_UNDER_TEST' not in os.environ
+  and _jaxlib_has_the_emitters_switch()
+):
+  os.environ['XLA_FLAGS'] += f' {ELEMENTAL}'
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -61,3 +93,41 @@ def pytest_collection_modifyitems(items):
     return
   seconds = json.loads(stats.read_text())['duration_by_test']
   items.sort(key=lambda item: seconds.get(item.nodeid, 0.0))
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+    'markers',
+    "xla_default_emitters: runs with XLA's default CPU fusion emitters "
+    '(in a process of its own where the session uses the elemental ones)',
+  )
+
+
+def pytest_pyfunc_call(pyfuncitem):
+  """A test marked `xla_default_emitters`, in a session compiling with the
+  elemental emitters: the same test run by pytest in a child process with
+  XLA's defaults; its failure report is the child's."""
+  flags = os.environ['XLA_FLAGS']
+  if ELEMENTAL not in flags or not pyfuncitem.get_closest_marker(
+    'xla_default_emitters'
+  ):
+    return None
+  child = subprocess.run(
+    [sys.executable, '-m', 'pytest', '-n0', '-p', 'no:cacheprovider']
+    + ['-q', pyfuncitem.nodeid],
+    cwd=REPO,
+    env=dict(
+      os.environ,
+      XLA_FLAGS=flags.replace(ELEMENTAL, '--xla_cpu_use_fusion_emitters=true'),
+    ),
+    capture_output=True,
+    text=True,
+    check=False,
+  )
+  if child.returncode:
+    pytest.fail(
+      f"{pyfuncitem.nodeid} with XLA's default emitters, in a child "
+      f'process:\n{child.stdout[-6000:]}{child.stderr[-2000:]}',
+      pytrace=False,
+    )
+  return True

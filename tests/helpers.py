@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -22,11 +23,19 @@ def few_devices(n: int = 2):
   return jax.devices()[:n]
 
 
+def xla_flags(devices: int) -> str:
+  """The session's XLA_FLAGS (tests/conftest.py) with `devices` CPU
+  devices instead of 8: a command compiles as the tests do."""
+  flag = '--xla_force_host_platform_device_count'
+  rest = re.sub(rf'{flag}=\d+', '', os.environ.get('XLA_FLAGS', '')).split()
+  return ' '.join([*rest, f'{flag}={devices}'])
+
+
 def cli_env(devices: int | None = None, **extra) -> dict:
   """The environment for a command: `devices` CPU devices, plus `extra`."""
   env = dict(os.environ, **extra)
   if devices is not None:
-    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+    env['XLA_FLAGS'] = xla_flags(devices)
   return env
 
 

@@ -119,6 +119,7 @@ def test_the_steps_loss_uses_the_teachers_logits_of_the_same_images(teacher):
   assert abs(expected - float(jnp.mean(hard))) > 0.01  # the teacher counts
 
 
+@pytest.mark.xla_default_emitters
 def test_two_steps_in_one_call_distil_as_two_calls(teacher):
   """train.steps_per_dispatch > 1: the teacher goes into the multi-step
   program too. Two steps in one call end where two one-step calls do, bit

@@ -54,6 +54,7 @@ def untimed(records):
   ]
 
 
+@pytest.mark.xla_default_emitters
 def test_several_steps_per_call_train_exactly_as_one_per_call(tmp_path):
   """train.steps_per_dispatch=4: the loop runs 4-step calls between its
   logs (every 4 steps) and 1-step calls around the evaluation at 6; the

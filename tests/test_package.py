@@ -15,6 +15,7 @@ import warnings
 import pytest
 
 from tests.helpers import REPO
+from tests.helpers import xla_flags
 
 COMMANDS = (
   'train',
@@ -72,7 +73,7 @@ def venv(tmp_path_factory):
 
 
 def run_in(folder, *args, timeout=300):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  env = dict(os.environ, XLA_FLAGS=xla_flags(2))
   env.pop('PYTHONPATH', None)
   return subprocess.run(
     args, cwd=folder, capture_output=True, text=True, env=env, timeout=timeout
