@@ -80,11 +80,46 @@ def pytest_collection_finish(session):
   gc.set_threshold(10_000, 50, 50)
 
 
+# The test files by their time in a cold run, longest first (docs/testing.md,
+# "The suite's time"); the rest follow in name order. With `--dist
+# loadfile --no-loadscope-reorder` (pyproject.toml) each worker takes the
+# next file in this order when it is free, so the run ends on short files
+# instead of one worker finishing a long one alone. A stale order costs
+# only time.
+LONGEST_FIRST = (
+  'test_resume.py',
+  'test_launch.py',
+  'test_evaluator.py',
+  'test_image_sets.py',
+  'test_loop.py',
+  'test_distill.py',
+  'test_finetune.py',
+  'test_combinations.py',
+  'test_parallel.py',
+  'test_resnet.py',
+  'test_steps.py',
+  'test_counting.py',
+  'test_augment.py',
+  'test_package.py',
+  'test_errors.py',
+  'test_checkpoint.py',
+  'test_without_tensorflow.py',
+  'test_reproduce.py',
+  'test_torch_convert.py',
+  'test_auto_augment.py',
+  'test_lock.py',
+)
+
+
 def pytest_collection_modifyitems(items):
-  """Under mutmut (docs/testing.md, "Mutation testing"), a mutant's tests
-  fastest first, by the times of mutmut's own clean run: with -x it dies
-  at its cheapest failing test instead of after a slow one that passes."""
+  """The files longest first (LONGEST_FIRST), each file's tests in their
+  order. Under mutmut (docs/testing.md, "Mutation testing"), a mutant's
+  tests fastest first instead, by the times of mutmut's own clean run:
+  with -x it dies at its cheapest failing test instead of after a slow
+  one that passes."""
   if os.environ.get('MUTANT_UNDER_TEST', 'stats') in ('stats', 'fail', ''):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
     return
   import json
 
