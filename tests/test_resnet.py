@@ -14,6 +14,8 @@ from resnet_jax.model import blocks
 from resnet_jax.model import resnet
 from tests.helpers import load_config
 
+CIFAR_DEPTHS = '(e.g. 20, 32, 44, 56, 110, 1202)'
+
 
 def build(arg):
   config = load_config(f'configs/{arg}')
@@ -87,8 +89,7 @@ def test_cifar_depths_are_6n_plus_2_only():
     with pytest.raises(ConfigError) as refused:
       resnet.cifar_blocks_per_stage(depth)
     assert str(refused.value) == (
-      f'CIFAR depth {depth} is not 6n+2 with n >= 1 '
-      '(e.g. 20, 32, 44, 56, 110, 1202)'
+      f'CIFAR depth {depth} is not 6n+2 with n >= 1 {CIFAR_DEPTHS}'
     )
 
 
@@ -390,3 +391,108 @@ def test_a_blocks_parameters_keep_their_names():
     (resnet50, 'stage2_block1', bottleneck),
   ):
     assert sorted(variables['params'][block]) == names, block
+
+
+BOTTLENECK_ONLY = (
+  'model.cardinality and model.stride apply to bottleneck nets '
+  '(depth 50, 101, 152) only'
+)
+
+
+@pytest.mark.parametrize(
+  'arg,key,value,message',
+  [
+    (
+      'cifar10.py:resnet21',
+      None,
+      None,
+      f'CIFAR depth 21 is not 6n+2 with n >= 1 {CIFAR_DEPTHS}',
+    ),
+    (
+      'cifar10.py:resnet2',
+      None,
+      None,
+      f'CIFAR depth 2 is not 6n+2 with n >= 1 {CIFAR_DEPTHS}',
+    ),
+    (
+      'imagenet.py:resnet20',
+      None,
+      None,
+      'ImageNet depth 20 is not one of 18, 34, 50, 101, 152',
+    ),
+    (
+      'cifar10.py:resnet20',
+      'family',
+      'mnist',
+      "model.family='mnist' is not one of cifar, imagenet",
+    ),
+    (
+      'cifar10.py:resnet20',
+      'shortcut',
+      'E',
+      "model.shortcut='E' is not one of A, B, C, D",
+    ),
+    (
+      'cifar10.py:plain20',
+      'shortcut',
+      'A',
+      "model.shortcut='A' on a plain "
+      'net: plain nets have no shortcut (leave it None)',
+    ),
+    (
+      'cifar10.py:resnet20',
+      'block',
+      'x',
+      "model.block='x' is not one of standard, preact",
+    ),
+    ('cifar10.py:resnet20', 'stride', 'v1.5', BOTTLENECK_ONLY),
+    ('cifar10.py:resnet20', 'cardinality', 32, BOTTLENECK_ONLY),
+    (
+      'imagenet.py:resnet50',
+      'stride',
+      'v3',
+      "model.stride='v3' is not one of v1, v1.5",
+    ),
+    (
+      'cifar10.py:resnet20',
+      'dtype',
+      'float16',
+      "model.dtype='float16' is not one of float32, bfloat16",
+    ),
+    (
+      'cifar10.py:resnet20',
+      'init',
+      'xavier',
+      "model.init='xavier' is not one of fan_in, fan_out",
+    ),
+    (
+      'imagenet.py:resnet50',
+      'stem',
+      'wide',
+      "model.stem='wide' is not one of standard, deep",
+    ),
+    (
+      'cifar10.py:resnet20',
+      'stem',
+      'deep',
+      "model.stem='deep' is an ImageNet stem; CIFAR nets have one 3x3 conv",
+    ),
+    (
+      'cifar10.py:plain20',
+      'zero_init_residual',
+      True,
+      'model.zero_init_residual=True on a plain net: with no shortcut to '
+      'carry the signal, zeroing the last BN of each block zeroes the '
+      "network's output (it is a residual nets' trick)",
+    ),
+  ],
+)
+def test_bad_model_values_rejected_by_build(arg, key, value, message):
+  """In process, with the whole message: the key it names is the one to
+  fix (a refusal naming another key, or none, is a wrong message)."""
+  config = load_config(f'configs/{arg}')
+  if key:
+    config.model[key] = value
+  with pytest.raises(ConfigError) as refused:
+    resnet.build(config.model, config.data.num_classes)
+  assert str(refused.value) == message
