@@ -188,6 +188,27 @@ def test_preact_projection_reads_the_preactivated_input():
   np.testing.assert_allclose(block.apply(variables, x), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+  'style,block_cls,bn_init,bn_final',
+  [
+    ('standard', blocks.BasicBlock, True, False),
+    ('preact', blocks.PreActBasicBlock, False, True),
+  ],
+)
+def test_block_style_of_a_cifar_net(style, block_cls, bn_init, bn_final):
+  """model.block='preact' (He et al. 2016, v2): pre-activation blocks,
+  one BN-ReLU after the last block and none after the first conv (the
+  first block normalises its input); the paper's nets the other way."""
+  config = load_config(f'configs/cifar10.py:resnet8,block={style}')
+  model = resnet.build(config.model, 10)
+  assert model.block_cls is block_cls
+  shapes = jax.eval_shape(
+    model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3))
+  )
+  names = set(shapes['params'])
+  assert ('bn_init' in names, 'bn_final' in names) == (bn_init, bn_final)
+
+
 def test_bottleneck_stride_placement():
   def kernel_strides(stride):
     seen = {}
