@@ -209,6 +209,19 @@ def test_block_style_of_a_cifar_net(style, block_cls, bn_init, bn_final):
   assert ('bn_init' in names, 'bn_final' in names) == (bn_init, bn_final)
 
 
+def test_build_hands_the_options_to_the_net():
+  """Values other than the net's own defaults, each where build puts it."""
+  m = load_config('configs/imagenet.py:resnet50,block=preact').model
+  m.init, m.bn_momentum, m.bn_epsilon = 'fan_out', 0.99, 1e-3
+  model = resnet.build(m, 10)
+  assert model.block_cls is blocks.PreActBottleneckBlock
+  assert (model.init_mode, model.bn_momentum, model.bn_epsilon) == (
+    'fan_out',
+    0.99,
+    1e-3,
+  )
+
+
 def test_bottleneck_stride_placement():
   def kernel_strides(stride):
     seen = {}
