@@ -6,7 +6,6 @@ import pytest
 
 from resnet_jax.config import arguments
 from resnet_jax.errors import ConfigError
-from resnet_jax.model import resnet
 from tests.helpers import load_config
 from tests.helpers import run_cli
 
@@ -23,19 +22,6 @@ def test_paper_defaults():
   assert load_config('configs/imagenet.py:resnet50').model.shortcut == 'B'
   plain = load_config('configs/cifar10.py:plain56').model
   assert not plain.residual and plain.shortcut is None
-
-
-def test_options_reach_the_model():
-  model = resnet.build(
-    load_config(
-      'configs/imagenet.py:resnet50,shortcut=D,stride=v1.5,block=preact,'
-      'dtype=bfloat16'
-    ).model,
-    1000,
-  )
-  assert (model.shortcut, model.stride_in) == ('D', 'v1.5')
-  assert model.block_cls.__name__ == 'PreActBottleneckBlock'
-  assert model.dtype.__name__ == 'bfloat16'
 
 
 @pytest.mark.parametrize(

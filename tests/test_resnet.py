@@ -210,11 +210,17 @@ def test_block_style_of_a_cifar_net(style, block_cls, bn_init, bn_final):
 
 
 def test_build_hands_the_options_to_the_net():
-  """Values other than the net's own defaults, each where build puts it."""
-  m = load_config('configs/imagenet.py:resnet50,block=preact').model
+  """Values other than the net's own defaults, from a config's arguments
+  and keys, each where build puts it."""
+  m = load_config(
+    'configs/imagenet.py:resnet50,shortcut=D,stride=v1.5,block=preact,'
+    'dtype=bfloat16'
+  ).model
   m.init, m.bn_momentum, m.bn_epsilon = 'fan_out', 0.99, 1e-3
-  model = resnet.build(m, 10)
+  model = resnet.build(m, 1000)
+  assert (model.shortcut, model.stride_in) == ('D', 'v1.5')
   assert model.block_cls is blocks.PreActBottleneckBlock
+  assert model.dtype.__name__ == 'bfloat16'
   assert (model.init_mode, model.bn_momentum, model.bn_epsilon) == (
     'fan_out',
     0.99,
