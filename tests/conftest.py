@@ -12,6 +12,7 @@ so the same results, bit for bit.
 """
 
 import gc
+import json
 import os
 import pathlib
 import subprocess
@@ -141,12 +142,15 @@ def pytest_configure(config):
 def pytest_pyfunc_call(pyfuncitem):
   """A test marked `xla_default_emitters`, in a session compiling with the
   elemental emitters: the same test run by pytest in a child process with
-  XLA's defaults; its failure report is the child's."""
+  XLA's defaults; its failure report is the child's. The child is handed
+  the parent's fixture values that are strings (a trained teacher's
+  workdir: tests/helpers.py's `from_parent`), not made again."""
   flags = os.environ['XLA_FLAGS']
   if ELEMENTAL not in flags or not pyfuncitem.get_closest_marker(
     'xla_default_emitters'
   ):
     return None
+  made = {k: v for k, v in pyfuncitem.funcargs.items() if isinstance(v, str)}
   child = subprocess.run(
     [sys.executable, '-m', 'pytest', '-n0', '-p', 'no:cacheprovider']
     + ['-q', pyfuncitem.nodeid],
@@ -154,6 +158,7 @@ def pytest_pyfunc_call(pyfuncitem):
     env=dict(
       os.environ,
       XLA_FLAGS=flags.replace(ELEMENTAL, '--xla_cpu_use_fusion_emitters=true'),
+      RESNET_JAX_TESTS_FROM_PARENT=json.dumps(made),
     ),
     capture_output=True,
     text=True,

@@ -67,6 +67,14 @@ def start_cli(
   )
 
 
+def from_parent(fixture: str) -> str | None:
+  """A fixture's value made by the pytest process that started this one
+  (tests/conftest.py: a test marked `xla_default_emitters`), or None."""
+  return json.loads(os.environ.get('RESNET_JAX_TESTS_FROM_PARENT', '{}')).get(
+    fixture
+  )
+
+
 def read_metrics(workdir, kind: str = 'train') -> list[dict]:
   path = pathlib.Path(workdir) / 'metrics.jsonl'
   if not path.exists():

@@ -11,6 +11,7 @@ from resnet_jax.data import augment
 from resnet_jax.errors import ConfigError
 from resnet_jax.train import loop
 from resnet_jax.train import losses
+from tests.helpers import from_parent
 from tests.helpers import load_config
 from tests.helpers import tiny_config
 
@@ -65,7 +66,9 @@ def test_distillation_loss_defaults_and_bfloat16_inputs():
 @pytest.fixture(scope='module')
 def teacher(tmp_path_factory):
   """A trained ResNet-8's workdir (four steps: a teacher need not be good
-  to be tested)."""
+  to be tested); in a child process, the parent's."""
+  if made := from_parent('teacher'):
+    return made
   workdir = str(tmp_path_factory.mktemp('teacher'))
   config = tiny_config(checkpoint_every=4)
   config.data.eval_on = 'none'
