@@ -36,6 +36,11 @@ def run(config, devices, num_steps, per_call=1):
     seed=0,
     global_batch=config.train.batch_size,
     microbatches=config.train.microbatches,
+    # The config's values (the loop's); test_per_device_bn_... steps with
+    # train_step's defaults, which must equal them.
+    label_smoothing=config.optim.label_smoothing,
+    ema_decay=config.train.ema_decay,
+    ema_warmup=config.train.ema_warmup,
     # One step per call is the default.
     **({} if per_call == 1 else {'num_steps': per_call}),
   )
