@@ -108,6 +108,8 @@ def test_per_device_bn_equals_mean_of_independent_shards():
       jnp.arange(2 * d, 2 * d + 2),
     )
     shards.append(step(state0, x, y))
+    if d == 0:
+      first_x, first_y = x, y
   mean_params = jax.tree.map(
     lambda *p: np.mean(p, axis=0), *[s.params for s, _ in shards]
   )
@@ -118,6 +120,20 @@ def test_per_device_bn_equals_mean_of_independent_shards():
   assert_trees_close(sharded.batch_stats, mean_stats, rtol=1e-4, atol=1e-6)
   mean_loss = np.mean([float(m['loss']) for _, m in shards])
   assert float(metrics['loss']) == pytest.approx(mean_loss, rel=1e-5)
+  # A second step's running averages start from the first step's, as the
+  # model's own update from that state gives them (not from the initial
+  # ones, which one step alone cannot tell apart).
+  after_one = shards[0][0]
+  after_two, _ = step(after_one, first_x, first_y)
+  _, expected = exp.model.apply(
+    {'params': after_one.params, 'batch_stats': after_one.batch_stats},
+    first_x,
+    train=True,
+    mutable=['batch_stats'],
+  )
+  assert_trees_close(
+    after_two.batch_stats, expected['batch_stats'], rtol=1e-5, atol=1e-6
+  )
   # And it differs from synchronised BN, which sees all 16 at once.
   synced, _ = run(tiny_config(bn_sync=True), jax.devices(), 1)
   diff = jax.tree.map(
