@@ -217,6 +217,8 @@ def test_build_hands_the_options_to_the_net():
     'dtype=bfloat16'
   ).model
   m.init, m.bn_momentum, m.bn_epsilon = 'fan_out', 0.99, 1e-3
+  m.remat, m.bn_frozen, m.zero_init_residual = True, True, True
+  m.stem, m.input_scale = 'deep', (58.4, 57.1, 57.4)
   model = resnet.build(m, 1000)
   assert (model.shortcut, model.stride_in) == ('D', 'v1.5')
   assert model.block_cls is blocks.PreActBottleneckBlock
@@ -226,6 +228,8 @@ def test_build_hands_the_options_to_the_net():
     0.99,
     1e-3,
   )
+  assert (model.remat, model.bn_frozen, model.zero_init_last_bn) == (True,) * 3
+  assert model.deep_stem and model.input_scale == (58.4, 57.1, 57.4)
 
 
 def test_bottleneck_stride_placement():
