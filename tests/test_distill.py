@@ -88,7 +88,12 @@ def _student(teacher_dir, **optim):
 
 
 def test_the_steps_loss_uses_the_teachers_logits_of_the_same_images(teacher):
-  config = _student(teacher, distill_temperature=4.0, distill_hard_weight=0.25)
+  config = _student(
+    teacher,
+    distill_temperature=4.0,
+    distill_hard_weight=0.25,
+    label_smoothing=0.1,  # the hard term's
+  )
   exp = loop.setup(config, jax.devices()[:1])
   state = loop.initial_state(exp)
   teacher_weights = jax.device_get(exp.teacher.load(exp.mesh))
@@ -115,7 +120,7 @@ def test_the_steps_loss_uses_the_teachers_logits_of_the_same_images(teacher):
     x + start.pixel_mean - teacher_weights['pixel_mean'],
     train=False,
   )
-  hard = losses.train_loss(logits, y)
+  hard = losses.train_loss(logits, y, 0.1)
   soft = losses.distillation_loss(logits, y, t_logits, 4.0, 0.0) / 16.0
   expected = float(jnp.mean(0.25 * hard + 0.75 * 16.0 * soft))
   assert float(metrics['loss']) == pytest.approx(expected, rel=1e-5)
