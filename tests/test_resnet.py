@@ -266,6 +266,10 @@ def test_he_normal_init_and_bn_defaults():
   assert stem.shape == (3, 3, 3, 16)
   assert model.bn_momentum == 0.9 and model.bn_epsilon == 1e-5
   assert not model.zero_init_last_bn
+  # he_normal's own default is the paper's fan_in: on a kernel whose fans
+  # differ (3x3x64 -> 128), std sqrt(2 / 576), not sqrt(2 / 1152).
+  kernel = resnet.he_normal()(jax.random.key(2), (3, 3, 64, 128))
+  assert float(jnp.std(kernel)) == pytest.approx(np.sqrt(2 / 576), rel=0.01)
 
 
 def test_bn_running_average_uses_flax_momentum():
