@@ -11,6 +11,7 @@ from resnet_jax import parallel
 from resnet_jax.data import augment
 from resnet_jax.errors import ConfigError
 from resnet_jax.train import loop
+from resnet_jax.train import losses
 from resnet_jax.train import steps
 from tests.helpers import REPO
 from tests.helpers import tiny_config as shared_tiny_config
@@ -122,10 +123,20 @@ def test_per_device_bn_equals_mean_of_independent_shards():
   assert float(metrics['loss']) == pytest.approx(mean_loss, rel=1e-5)
   # A second step's running averages start from the first step's, as the
   # model's own update from that state gives them (not from the initial
-  # ones, which one step alone cannot tell apart).
+  # ones, which one step alone cannot tell apart); with label smoothing,
+  # its loss is the smoothed loss of the model's logits.
   after_one = shards[0][0]
-  after_two, _ = step(after_one, first_x, first_y)
-  _, expected = exp.model.apply(
+  smoothed = jax.jit(
+    functools.partial(
+      steps.train_step,
+      model=exp.model,
+      tx=exp.tx,
+      lr_fn=exp.lr_fn,
+      label_smoothing=0.1,
+    )
+  )
+  after_two, second = smoothed(after_one, first_x, first_y)
+  logits, expected = exp.model.apply(
     {'params': after_one.params, 'batch_stats': after_one.batch_stats},
     first_x,
     train=True,
@@ -133,6 +144,9 @@ def test_per_device_bn_equals_mean_of_independent_shards():
   )
   assert_trees_close(
     after_two.batch_stats, expected['batch_stats'], rtol=1e-5, atol=1e-6
+  )
+  assert float(second['loss']) == pytest.approx(
+    float(jnp.mean(losses.train_loss(logits, first_y, 0.1))), rel=1e-5
   )
   # And it differs from synchronised BN, which sees all 16 at once.
   synced, _ = run(tiny_config(bn_sync=True), jax.devices(), 1)
