@@ -92,11 +92,15 @@ def test_per_device_bn_equals_mean_of_independent_shards():
   images = jnp.asarray(exp.input.data.train.images)
   labels = jnp.asarray(exp.input.data.train.labels)
   key = jax.random.key(0)
-  step = jax.jit(
-    functools.partial(
-      steps.train_step, model=exp.model, tx=exp.tx, lr_fn=exp.lr_fn
+
+  def compiled(**options):
+    return jax.jit(
+      functools.partial(
+        steps.train_step, model=exp.model, tx=exp.tx, lr_fn=exp.lr_fn, **options
+      )
     )
-  )
+
+  step = compiled()
   shards = []
   for d in range(8):
     x, y = augment.train_batch(
@@ -126,15 +130,7 @@ def test_per_device_bn_equals_mean_of_independent_shards():
   # ones, which one step alone cannot tell apart); with label smoothing,
   # its loss is the smoothed loss of the model's logits.
   after_one = shards[0][0]
-  smoothed = jax.jit(
-    functools.partial(
-      steps.train_step,
-      model=exp.model,
-      tx=exp.tx,
-      lr_fn=exp.lr_fn,
-      label_smoothing=0.1,
-    )
-  )
+  smoothed = compiled(label_smoothing=0.1)
   after_two, second = smoothed(after_one, first_x, first_y)
   logits, expected = exp.model.apply(
     {'params': after_one.params, 'batch_stats': after_one.batch_stats},
