@@ -252,6 +252,28 @@ def test_bottleneck_stride_placement():
   assert kernel_strides('v1.5') == (1, 2)
 
 
+@pytest.mark.parametrize(
+  'kernel, stride, size',
+  [(7, 2, 8), (7, 2, 9), (3, 2, 8), (3, 1, 5), (1, 2, 7)],
+)
+def test_conv_windows_are_centred_on_strided_positions(kernel, stride, size):
+  """Output (i, j) of a k x k conv with stride s sees the inputs within k // 2
+  of (s i, s j), as in Caffe and PyTorch, so there are ceil(n / s) outputs a
+  side. XLA's 'SAME' would centre a stride-2 conv half a pixel off. An impulse
+  at each input position and an all-ones kernel show every window."""
+  ones = nn.initializers.ones
+  conv = resnet.conv_padded(1, (kernel, kernel), stride, kernel_init=ones)
+  impulses = jnp.eye(size * size).reshape(size * size, size, size, 1)
+  params = conv.init(jax.random.key(0), impulses)['params']
+  assert set(params) == {'kernel'}  # no bias
+  seen = np.asarray(conv.apply({'params': params}, impulses))[..., 0]
+  out = -(-size // stride)
+  centres = stride * np.arange(out)
+  near = np.abs(centres[None, :] - np.arange(size)[:, None]) <= kernel // 2
+  expected = near[:, None, :, None] & near[None, :, None, :]
+  np.testing.assert_array_equal(seen, expected.reshape(size * size, out, out))
+
+
 def test_he_normal_init_and_bn_defaults():
   for mode, fan in [('fan_in', 3 * 3 * 64), ('fan_out', 3 * 3 * 64)]:
     config = load_config('configs/cifar10.py:resnet110')
