@@ -101,7 +101,10 @@ def test_per_device_bn_equals_mean_of_independent_shards():
     )
 
   step = compiled()
-  shards = []
+  forward = jax.jit(
+    functools.partial(exp.model.apply, train=True, mutable=['batch_stats'])
+  )
+  shards, wrong = [], []
   for d in range(8):
     x, y = augment.train_batch(
       images,
@@ -113,6 +116,8 @@ def test_per_device_bn_equals_mean_of_independent_shards():
       jnp.arange(2 * d, 2 * d + 2),
     )
     shards.append(step(state0, x, y))
+    variables = {'params': state0.params, 'batch_stats': state0.batch_stats}
+    wrong.append(np.argmax(forward(variables, x)[0], axis=-1) != y)
     if d == 0:
       first_x, first_y = x, y
   mean_params = jax.tree.map(
@@ -125,6 +130,11 @@ def test_per_device_bn_equals_mean_of_independent_shards():
   assert_trees_close(sharded.batch_stats, mean_stats, rtol=1e-4, atol=1e-6)
   mean_loss = np.mean([float(m['loss']) for _, m in shards])
   assert float(metrics['loss']) == pytest.approx(mean_loss, rel=1e-5)
+  # The error is the fraction of each shard's examples whose top class is
+  # not the label.
+  for (_, m), w in zip(shards, wrong):
+    assert float(m['error']) == np.mean(w)
+  assert float(metrics['error']) == pytest.approx(np.mean(wrong))
   # A second step's running averages start from the first step's, as the
   # model's own update from that state gives them (not from the initial
   # ones, which one step alone cannot tell apart); with label smoothing,
