@@ -101,8 +101,15 @@ def test_per_device_bn_equals_mean_of_independent_shards():
     )
 
   step = compiled()
+  # The model's own training-mode forward pass from a state: (logits,
+  # {'batch_stats': the updated running averages}).
   forward = jax.jit(
-    functools.partial(exp.model.apply, train=True, mutable=['batch_stats'])
+    lambda state, x: exp.model.apply(
+      {'params': state.params, 'batch_stats': state.batch_stats},
+      x,
+      train=True,
+      mutable=['batch_stats'],
+    )
   )
   shards, wrong = [], []
   for d in range(8):
@@ -116,8 +123,7 @@ def test_per_device_bn_equals_mean_of_independent_shards():
       jnp.arange(2 * d, 2 * d + 2),
     )
     shards.append(step(state0, x, y))
-    variables = {'params': state0.params, 'batch_stats': state0.batch_stats}
-    wrong.append(np.argmax(forward(variables, x)[0], axis=-1) != y)
+    wrong.append(np.argmax(forward(state0, x)[0], axis=-1) != y)
     if d == 0:
       first_x, first_y = x, y
   mean_params = jax.tree.map(
@@ -142,12 +148,7 @@ def test_per_device_bn_equals_mean_of_independent_shards():
   after_one = shards[0][0]
   smoothed = compiled(label_smoothing=0.1)
   after_two, second = smoothed(after_one, first_x, first_y)
-  logits, expected = exp.model.apply(
-    {'params': after_one.params, 'batch_stats': after_one.batch_stats},
-    first_x,
-    train=True,
-    mutable=['batch_stats'],
-  )
+  logits, expected = forward(after_one, first_x)
   assert_trees_close(
     after_two.batch_stats, expected['batch_stats'], rtol=1e-5, atol=1e-6
   )
