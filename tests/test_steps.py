@@ -23,7 +23,9 @@ def tiny_config(batch_size=16, bn_sync=False):
   return shared_tiny_config(batch_size=batch_size, bn_sync=bn_sync)
 
 
-def run(config, devices, num_steps, per_call=1):
+def run(config, devices, num_steps, per_call=1, history=None):
+  """The state and metrics after num_steps; `history`, a list, gets the
+  state before each call."""
   exp = loop.setup(config, devices)
   state = loop.initial_state(exp)
   data = parallel.replicate(
@@ -46,6 +48,8 @@ def run(config, devices, num_steps, per_call=1):
     **({} if per_call == 1 else {'num_steps': per_call}),
   )
   for _ in range(num_steps // per_call):
+    if history is not None:  # copies: a view of a buffer stops its donation
+      history.append(jax.tree.map(np.array, state))
     given = state
     state, metrics = fn(state, *data)
     # The state is donated: the new state takes its buffers (one copy of
@@ -111,7 +115,15 @@ def test_per_device_bn_equals_mean_of_independent_shards():
       mutable=['batch_stats'],
     )
   )
-  shards, wrong = [], []
+  # The gradient of one shard's mean loss, from the model's forward pass.
+  gradient = jax.jit(
+    jax.grad(
+      lambda params, x, y: jnp.mean(
+        losses.train_loss(forward(state0.replace(params=params), x)[0], y)
+      )
+    )
+  )
+  shards, wrong, grads = [], [], []
   for d in range(8):
     x, y = augment.train_batch(
       images,
@@ -124,6 +136,7 @@ def test_per_device_bn_equals_mean_of_independent_shards():
     )
     shards.append(step(state0, x, y))
     wrong.append(np.argmax(forward(state0, x)[0], axis=-1) != y)
+    grads.append(gradient(state0.params, x, y))
     if d == 0:
       first_x, first_y = x, y
   mean_params = jax.tree.map(
@@ -141,6 +154,18 @@ def test_per_device_bn_equals_mean_of_independent_shards():
   for (_, m), w in zip(shards, wrong):
     assert float(m['error']) == np.mean(w)
   assert float(metrics['error']) == pytest.approx(np.mean(wrong))
+
+  # grad_norm_sq is the squared norm of the gradient that is applied: each
+  # shard's own, and on 8 devices that of their mean.
+  def norm_sq(tree):
+    return sum(float(jnp.sum(jnp.square(g))) for g in jax.tree.leaves(tree))
+
+  for (_, m), g in zip(shards, grads):
+    assert float(m['grad_norm_sq']) == pytest.approx(norm_sq(g), rel=1e-4)
+  mean_grad = jax.tree.map(lambda *g: np.mean(g, axis=0), *grads)
+  assert float(metrics['grad_norm_sq']) == pytest.approx(
+    norm_sq(mean_grad), rel=1e-4
+  )
   # A second step's running averages start from the first step's, as the
   # model's own update from that state gives them (not from the initial
   # ones, which one step alone cannot tell apart); with label smoothing,
@@ -178,6 +203,31 @@ def test_microbatches_equal_as_many_more_devices():
     lambda a, b: np.abs(a - b).max(), plain.batch_stats, wider.batch_stats
   )
   assert max(jax.tree.leaves(diff)) > 1e-4
+
+
+def test_the_step_keeps_the_moving_average_of_its_weights():
+  """With train.ema_decay and its warm-up, each step's average is
+  decay * average + (1 - decay) * (the new weights and BN statistics), with
+  decay = min(ema_decay, (1 + step) / (10 + step)): 1/10 after the first
+  step (the warm-up's), 0.15 itself after the second (2/11 is more)."""
+  config = tiny_config()
+  config.train.ema_decay = 0.15
+  config.train.ema_warmup = True
+  history = []
+  last, _ = run(config, jax.devices()[:2], 2, history=history)
+  start = history[0]
+  assert_trees_close(
+    start.ema, {'params': start.params, 'batch_stats': start.batch_stats}
+  )
+  for before, after, decay in [
+    (start, history[1], 0.1),
+    (history[1], last, 0.15),
+  ]:
+    weights = {'params': after.params, 'batch_stats': after.batch_stats}
+    expected = jax.tree.map(
+      lambda e, w: decay * e + (1 - decay) * w, before.ema, weights
+    )
+    assert_trees_close(after.ema, expected, rtol=1e-6, atol=1e-7)
 
 
 def test_remat_changes_memory_not_results():
