@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from resnet_jax import parallel
@@ -162,6 +163,17 @@ def test_per_device_bn_equals_mean_of_independent_shards():
 
   for (_, m), g in zip(shards, grads):
     assert float(m['grad_norm_sq']) == pytest.approx(norm_sq(g), rel=1e-4)
+  # One shard's new optimizer state and weights are the transform's
+  # update from that gradient (a momentum that stays at zero would pass
+  # every comparison of one step with another).
+  updates, opt_state = exp.tx.update(grads[0], state0.opt_state, state0.params)
+  assert_trees_close(shards[0][0].opt_state, opt_state, rtol=1e-4, atol=1e-6)
+  assert_trees_close(
+    shards[0][0].params,
+    optax.apply_updates(state0.params, updates),
+    rtol=1e-4,
+    atol=1e-6,
+  )
   mean_grad = jax.tree.map(lambda *g: np.mean(g, axis=0), *grads)
   assert float(metrics['grad_norm_sq']) == pytest.approx(
     norm_sq(mean_grad), rel=1e-4
