@@ -27,12 +27,28 @@ mutmut's selection lists; run it with `mutmut run NAME` to know.
 
 import contextlib
 import os
+import pathlib
 import sys
 import time
 
 import pytest
 
 VERDICT = {0: 'SURVIVED', 1: 'killed'}
+# The copy of mutants/ this file lies in: its resnet_jax, with mutmut's
+# trampolines, must be the one the tests import.
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _imported_from_the_copy() -> bool:
+  module = sys.modules.get('resnet_jax')
+  return (
+    module is not None
+    and pathlib.Path(module.__file__)
+    .resolve()
+    .is_relative_to(ROOT / 'resnet_jax')
+    and (ROOT / 'mutmut-stats.json').exists()
+  )
 
 
 def main(argv: list[str]) -> int:
@@ -48,6 +64,13 @@ def main(argv: list[str]) -> int:
         rc = int(
           pytest.main(['-x', '-q', '-n0', '-p', 'no:cacheprovider', tests])
         )
+      if not _imported_from_the_copy():
+        print(
+          f'error: the tests did not import resnet_jax from {ROOT}, a copy '
+          "of mutants/ (see this file's docstring)",
+          file=sys.stderr,
+        )
+        return 2
       verdict = VERDICT.get(rc, f'error (pytest exit status {rc})')
       if name == 'none':
         verdict = 'passed' if rc == 0 else f'FAILED (exit status {rc})'
