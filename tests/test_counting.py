@@ -7,10 +7,23 @@ from resnet_jax.model import resnet
 from tests.helpers import load_config
 
 
-def counts(arg: str) -> dict:
-  config = load_config(f'configs/{arg}')
-  model = resnet.build(config.model, config.data.num_classes)
-  return counting.count(model, config.data.image_size)
+@pytest.fixture(scope='module')
+def counts():
+  """counting.count of a config argument's network. A network this module
+  has counted already (the same layers by another argument: ResNet-152 by
+  default and with shortcut=B) is not traced again. Kept by the fixture,
+  not the process: a mutation run's next mutant counts afresh."""
+  counted = {}
+
+  def count(arg: str) -> dict:
+    config = load_config(f'configs/{arg}')
+    model = resnet.build(config.model, config.data.num_classes)
+    key = (model, config.data.image_size)
+    if key not in counted:
+      counted[key] = counting.count(model, config.data.image_size)
+    return counted[key]
+
+  return count
 
 
 # Options A / B (torchvision's published counts for B on ImageNet).
@@ -49,7 +62,7 @@ CIFAR_TRANSITION_PROJECTIONS = 16 * 32 + 2 * 32 + 32 * 64 + 2 * 64
 
 
 @pytest.mark.parametrize('arg', PARAMS_AB)
-def test_params_options_a_b_d(arg):
+def test_params_options_a_b_d(arg, counts):
   a, b = PARAMS_AB[arg]
   assert counts(f'{arg},shortcut=A')['params'] == a
   assert counts(f'{arg},shortcut=B')['params'] == b
@@ -57,30 +70,30 @@ def test_params_options_a_b_d(arg):
 
 
 @pytest.mark.parametrize('arg', PARAMS_C_IMAGENET)
-def test_params_option_c_imagenet(arg):
+def test_params_option_c_imagenet(arg, counts):
   assert counts(f'{arg},shortcut=C')['params'] == PARAMS_C_IMAGENET[arg]
 
 
 @pytest.mark.parametrize('arg', PARAMS_C_CIFAR_SAME_SHAPE)
-def test_params_option_c_cifar(arg):
+def test_params_option_c_cifar(arg, counts):
   expected = PARAMS_C_CIFAR_SAME_SHAPE[arg] + CIFAR_TRANSITION_PROJECTIONS
   assert CIFAR_TRANSITION_PROJECTIONS == 2_752
   assert counts(f'{arg},shortcut=C')['params'] == expected
 
 
-def test_params_resnet1202_and_resnext():
+def test_params_resnet1202_and_resnext(counts):
   assert counts('cifar10.py:resnet1202')['params'] == 19_421_274
   assert counts('imagenet.py:resnext50_32x4d')['params'] == 25_028_904
 
 
 @pytest.mark.parametrize('depth', [20, 32, 44, 56, 110])
-def test_plain_cifar_has_option_a_params(depth):
+def test_plain_cifar_has_option_a_params(depth, counts):
   plain = counts(f'cifar10.py:plain{depth}')['params']
   assert plain == PARAMS_AB[f'cifar10.py:resnet{depth}'][0]
 
 
 @pytest.mark.parametrize('depth', [18, 34])
-def test_plain_imagenet_has_option_a_params(depth):
+def test_plain_imagenet_has_option_a_params(depth, counts):
   plain = counts(f'imagenet.py:plain{depth}')['params']
   assert plain == PARAMS_AB[f'imagenet.py:resnet{depth}'][0]
 
@@ -101,11 +114,11 @@ MACS = {
 
 
 @pytest.mark.parametrize('arg', MACS)
-def test_macs(arg):
+def test_macs(arg, counts):
   assert counts(arg)['macs'] == pytest.approx(MACS[arg], rel=0.01)
 
 
-def test_macs_exact_resnet20():
+def test_macs_exact_resnet20(counts):
   # 3x3x3x16 stem at 32x32, 6 convs per stage, 640 in the classifier.
   stem = 32 * 32 * 16 * 27
   stage1 = 6 * 32 * 32 * 16 * 144
@@ -117,7 +130,7 @@ def test_macs_exact_resnet20():
   )
 
 
-def test_stage_output_shapes_resnet50():
+def test_stage_output_shapes_resnet50(counts):
   stages = counts('imagenet.py:resnet50')['stages']
   assert [(s['name'], s['output_shape']) for s in stages] == [
     ('stem', [56, 56, 64]),
@@ -129,7 +142,7 @@ def test_stage_output_shapes_resnet50():
   ]
 
 
-def test_resnet50_d_deep_stem_counts_derived_from_its_layers():
+def test_resnet50_d_deep_stem_counts_derived_from_its_layers(counts):
   """ResNet-50-D (He et al. 2019): v1.5 strides, shortcut D, the deep stem.
   The stem's three 3x3 convs (3->32 stride 2, 32->32, 32->64) and their
   BNs replace the 7x7 3->64 conv and its BN; D's average pool adds no
@@ -173,7 +186,7 @@ def test_deep_stem_shapes_and_names():
   assert 'conv_init' not in shapes and 'bn_init3' in shapes
 
 
-def test_summary_table_of_resnet20():
+def test_summary_table_of_resnet20(counts):
   """The summary command's table: a row per stage in order, its numbers
   with thousands separators, right-aligned in columns of 8, 16, 14, 16."""
   lines = counting.format_table(counts('cifar10.py:resnet20')).splitlines()
