@@ -24,16 +24,10 @@ import json
 import platform
 
 from absl import flags
-import jax
 from ml_collections import config_flags
 
 from resnet_jax import command
 from resnet_jax import errors
-from resnet_jax.train.benchmark import input_report
-from resnet_jax.train.benchmark import listing_report
-from resnet_jax.train.benchmark import loop_images_per_sec
-from resnet_jax.train.benchmark import step_report
-from resnet_jax.train.benchmark import utilisation
 
 FLAGS = flags.FLAGS
 
@@ -41,6 +35,15 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise errors.ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
+  # JAX from here on: --help and a refused flag never import it.
+  import jax
+
+  from resnet_jax.train.benchmark import input_report
+  from resnet_jax.train.benchmark import listing_report
+  from resnet_jax.train.benchmark import loop_images_per_sec
+  from resnet_jax.train.benchmark import step_report
+  from resnet_jax.train.benchmark import utilisation
+
   if FLAGS.listing:
     report = listing_report(FLAGS.listing, FLAGS.listing_files)
     report.update(date=datetime.date.today().isoformat(), host=platform.node())

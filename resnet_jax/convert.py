@@ -20,8 +20,6 @@ from ml_collections import config_flags
 
 from resnet_jax import command
 from resnet_jax.errors import ConfigError
-from resnet_jax.train.torchvision_io import export_checkpoint
-from resnet_jax.train.torchvision_io import import_checkpoint
 
 FLAGS = flags.FLAGS
 
@@ -31,19 +29,22 @@ def main(argv):
     raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not FLAGS.workdir:
     raise ConfigError('--workdir=DIR is required')
+  if FLAGS.export and FLAGS.torch_checkpoint:
+    raise ConfigError('give --torch_checkpoint (import) or --export, not both')
+  if not FLAGS.export and (not FLAGS.torch_checkpoint or FLAGS.config is None):
+    raise ConfigError(
+      'import needs --torch_checkpoint=FILE and --config=...; export needs '
+      '--export=FILE'
+    )
+  # JAX from here on: --help and a refused flag or config never import it.
+  from resnet_jax.train import torchvision_io
+
   if FLAGS.export:
-    if FLAGS.torch_checkpoint:
-      raise ConfigError(
-        'give --torch_checkpoint (import) or --export, not both'
-      )
-    result = export_checkpoint(FLAGS.workdir, FLAGS.export, FLAGS.weights)
+    result = torchvision_io.export_checkpoint(
+      FLAGS.workdir, FLAGS.export, FLAGS.weights
+    )
   else:
-    if not FLAGS.torch_checkpoint or FLAGS.config is None:
-      raise ConfigError(
-        'import needs --torch_checkpoint=FILE and --config=...; export needs '
-        '--export=FILE'
-      )
-    result = import_checkpoint(
+    result = torchvision_io.import_checkpoint(
       FLAGS.config, FLAGS.torch_checkpoint, FLAGS.workdir
     )
   print(json.dumps(result))

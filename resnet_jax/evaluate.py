@@ -29,10 +29,7 @@ from ml_collections import config_dict
 from ml_collections import config_flags
 
 from resnet_jax import command
-from resnet_jax import parallel
-from resnet_jax.data import imagenet_variants
 from resnet_jax.errors import ConfigError
-from resnet_jax.eval.saved_run import evaluate_workdir
 from resnet_jax.run import saved_config
 
 
@@ -40,6 +37,11 @@ def main(argv):
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = flags.FLAGS.config
+  # JAX from here on: --help and a refused flag or config never import it.
+  from resnet_jax import parallel
+  from resnet_jax.data import imagenet_variants
+  from resnet_jax.eval.saved_run import evaluate_workdir
+
   parallel.initialize_distributed()
   test_set = None
   if flags.FLAGS.test_set:

@@ -19,12 +19,14 @@ import json
 from absl import flags
 
 from resnet_jax import command
-from resnet_jax.eval.predict import predict
 
 FLAGS = flags.FLAGS
 
 
 def main(argv):
+  # JAX from here on: --help and a refused flag never import it.
+  from resnet_jax.eval.predict import predict
+
   for record in predict(
     FLAGS.workdir, argv[1:], FLAGS.batch_size, FLAGS.weights
   ):

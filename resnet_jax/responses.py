@@ -19,7 +19,6 @@ from absl import flags
 
 from resnet_jax import command
 from resnet_jax.errors import ConfigError
-from resnet_jax.paper.responses import workdir_responses
 
 FLAGS = flags.FLAGS
 
@@ -27,6 +26,9 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
+  # JAX from here on: --help and a refused flag never import it.
+  from resnet_jax.paper.responses import workdir_responses
+
   print(json.dumps(workdir_responses(FLAGS.workdir, FLAGS.images)))
 
 

@@ -18,9 +18,6 @@ from absl import flags
 from ml_collections import config_flags
 
 from resnet_jax import command
-from resnet_jax.model import resnet
-from resnet_jax.model.counting import count
-from resnet_jax.model.counting import format_table
 
 FLAGS = flags.FLAGS
 
@@ -29,6 +26,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = flags.FLAGS.config
+  # JAX from here on: --help and a refused flag or config never import it.
+  from resnet_jax.model import resnet
+  from resnet_jax.model.counting import count
+  from resnet_jax.model.counting import format_table
+
   model = resnet.build(config.model, config.data.num_classes)
   summary = count(model, config.data.image_size)
   if flags.FLAGS.json:

@@ -4,7 +4,10 @@ exception, and no module imports itself round a circle. Read from the
 source (every import statement, those inside functions too)."""
 
 import ast
+import json
 import pathlib
+import subprocess
+import sys
 
 from tests.helpers import REPO
 
@@ -116,3 +119,56 @@ def test_the_check_sees_an_import_inside_a_function(tmp_path):
   found = _imports('resnet_jax.model.x', source, modules)
   assert found == {'resnet_jax.paper.y'}
   assert _floor('resnet_jax.paper.y') > _floor('resnet_jax.model.x')
+
+
+# A command asked for its --help, or given a bad model argument, answers
+# before it imports JAX (docs/architecture.md): what it prints, and the
+# heavy packages it had imported by its exit.
+ANSWER_WITHOUT_JAX = """
+import json, runpy, sys
+sys.argv = sys.argv[1:]
+try:
+  runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)
+except SystemExit as e:
+  heavy = [m for m in ('jax', 'flax', 'tensorflow') if m in sys.modules]
+  print(json.dumps(dict(code=e.code, heavy=heavy)), file=sys.stderr)
+"""
+LIGHT_COMMANDS = (
+  'train',
+  'evaluate',
+  'predict',
+  'convert',
+  'summary',
+  'benchmark',
+  'results',
+  'responses',
+)
+
+
+def test_help_and_a_refused_model_import_no_jax(tmp_path):
+  asked = [(f'resnet_jax.{c}', '--help') for c in LIGHT_COMMANDS]
+  asked.append(
+    (
+      'resnet_jax.train',
+      '--config=configs/cifar10.py:vgg16',
+      f'--workdir={tmp_path}',
+    )
+  )
+  processes = [
+    subprocess.Popen(
+      [sys.executable, '-c', ANSWER_WITHOUT_JAX, *args],
+      cwd=REPO,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for args in asked
+  ]
+  for args, process in zip(asked, processes):
+    out, err = process.communicate(timeout=120)
+    answer = json.loads(err.splitlines()[-1])
+    if args[1] == '--help':
+      assert answer['code'] == 0 and '--' in out, (args, out, err[-2000:])
+    else:
+      assert answer['code'] == 2 and "unknown model 'vgg16'" in err, err
+    assert answer['heavy'] == [], (args, answer)

@@ -11,16 +11,16 @@ import re
 from ml_collections import config_dict
 
 from resnet_jax.errors import ConfigError
-from resnet_jax.model import blocks
-from resnet_jax.model import resnet
+from resnet_jax.model import options
 
-# Option name -> valid values: the model's own tables.
+# Option name -> valid values: the model's own tables (without JAX: a
+# command parses its config before it imports JAX).
 OPTIONS = {
-  'shortcut': blocks.SHORTCUTS,
-  'block': resnet.BLOCK_STYLES,
-  'stride': resnet.STRIDES,
-  'dtype': tuple(resnet.DTYPES),
-  'stem': resnet.STEMS,
+  'shortcut': options.SHORTCUTS,
+  'block': options.BLOCK_STYLES,
+  'stride': options.STRIDES,
+  'dtype': options.DTYPES,
+  'stem': options.STEMS,
 }
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(PACKAGE)  # a source checkout (not an installed copy)

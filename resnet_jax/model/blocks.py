@@ -16,10 +16,6 @@ import jax.numpy as jnp
 
 ModuleDef = Any
 
-# 'A' zero-pads, 'B' projects where the shape changes, 'C' projects always,
-# 'D' (ResNet-D, He et al. 2019) average-pools then projects where it changes.
-SHORTCUTS = ('A', 'B', 'C', 'D')
-
 
 def projects(kind: str, strides: int, in_features: int, features: int) -> bool:
   """Whether a shortcut of this kind has a 1x1 projection here. Only where

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from resnet_jax.errors import ConfigError
 from resnet_jax.model import blocks
+from resnet_jax.model import options
 
 ModuleDef = Any
 partial = functools.partial
@@ -32,10 +33,7 @@ IMAGENET_STAGES = {  # Table 1: depth -> (bottleneck?, blocks per stage)
   152: (True, (3, 8, 36, 3)),
 }
 INIT_MODES = ('fan_in', 'fan_out')
-BLOCK_STYLES = ('standard', 'preact')
-STRIDES = ('v1', 'v1.5')
-STEMS = ('standard', 'deep')  # ImageNet: the 7x7, or ResNet-C's 3x3s
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+DTYPES = {name: getattr(jnp, name) for name in options.DTYPES}
 
 
 def he_normal(mode: str = 'fan_in'):
@@ -237,13 +235,13 @@ def build(model_cfg, num_classes: int) -> ResNet:
   raises ConfigError naming the valid choices, before anything compiles."""
   m = model_cfg
   _choice('family', m.family, ('cifar', 'imagenet'))
-  _choice('block', m.block, BLOCK_STYLES)
-  _choice('stride', m.stride, STRIDES)
-  _choice('stem', m.stem, STEMS)
+  _choice('block', m.block, options.BLOCK_STYLES)
+  _choice('stride', m.stride, options.STRIDES)
+  _choice('stem', m.stem, options.STEMS)
   _choice('init', m.init, INIT_MODES)
-  _choice('dtype', m.dtype, tuple(DTYPES))
+  _choice('dtype', m.dtype, options.DTYPES)
   if m.residual:
-    _choice('shortcut', m.shortcut, blocks.SHORTCUTS)
+    _choice('shortcut', m.shortcut, options.SHORTCUTS)
   elif m.shortcut is not None:
     raise ConfigError(
       f'model.shortcut={m.shortcut!r} on a plain net: plain '

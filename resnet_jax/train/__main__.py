@@ -16,8 +16,6 @@ from ml_collections import config_flags
 
 from resnet_jax import command
 from resnet_jax import errors
-from resnet_jax import parallel
-from resnet_jax.train import loop
 
 FLAGS = flags.FLAGS
 
@@ -25,6 +23,10 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise errors.ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
+  # JAX from here on: --help and a refused flag or config never import it.
+  from resnet_jax import parallel
+  from resnet_jax.train import loop
+
   parallel.initialize_distributed()
   result = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   print(json.dumps(result, sort_keys=True))  # the run's last stdout line
