@@ -2,8 +2,8 @@
 the run's time, each pytest worker's busy time, and the CPU of the
 workers and of the processes the tests start, split into XLA compiling
 (programs read from the compilation cache, compiled anew, or too small to
-cache), tracing and lowering; then the slowest tests and the tests whose
-new programs cost the most to compile.
+cache), tracing and lowering; then the slowest tests, each test file's
+CPU, and the tests whose new programs cost the most to compile.
 
   python benchmarks/suite_time/report.py OUTDIR [--top N]
 """
@@ -97,6 +97,12 @@ def report(out_dir, top=15):
     }
     for t in tests[:top]
   ]
+  by_file = collections.Counter()
+  for t in tests:
+    by_file[t['test'].split('::')[0]] += t['cpu'] + t['children_cpu']
+  result['cpu_s_by_file'] = {  # the workers' and the started processes'
+    path: round(s, 1) for path, s in by_file.most_common()
+  }
   result['new_programs_compile_s'] = {
     test: round(s, 1) for test, s in missed_by_test.most_common(top)
   }
