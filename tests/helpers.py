@@ -14,6 +14,18 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = REPO / 'data' / 'cifar10-sample'
 
 
+def commands() -> dict[str, str]:
+  """The package's commands, as pyproject.toml installs them: 'train' (for
+  resnet-jax-train) -> its module, 'resnet_jax.train.__main__'."""
+  import tomllib
+
+  project = tomllib.loads((REPO / 'pyproject.toml').read_text())['project']
+  return {
+    name.removeprefix('resnet-jax-'): target.split(':')[0]
+    for name, target in project['scripts'].items()
+  }
+
+
 def few_devices(n: int = 2):
   """The first `n` of the session's 8 CPU devices, for runs whose point is
   not the device count: on two cores a 2-device mesh compiles and runs a

@@ -15,19 +15,10 @@ import warnings
 import pytest
 
 from tests.helpers import REPO
+from tests.helpers import commands
 from tests.helpers import xla_flags
 
-COMMANDS = (
-  'train',
-  'evaluate',
-  'predict',
-  'reproduce',
-  'convert',
-  'summary',
-  'benchmark',
-  'results',
-  'responses',
-)
+COMMANDS = tuple(commands())
 
 
 def readme_example() -> str:
