@@ -38,11 +38,11 @@ def main(argv):
     raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = flags.FLAGS.config
   # JAX from here on: --help and a refused flag or config never import it.
-  from resnet_jax import parallel
+  from resnet_jax import processes
   from resnet_jax.data import imagenet_variants
   from resnet_jax.eval.saved_run import evaluate_workdir
 
-  parallel.initialize_distributed()
+  processes.start()
   test_set = None
   if flags.FLAGS.test_set:
     test_set = imagenet_variants.TestSet(

@@ -8,7 +8,6 @@ or split by rows (batches).
 
 import collections
 import itertools
-import os
 
 import jax
 from jax.sharding import NamedSharding
@@ -64,24 +63,3 @@ def localise(mesh, tree):
 
   return jax.tree.map(move, tree)
 
-
-def initialize_distributed():
-  """Starts jax.distributed when the usual multi-process environment is set:
-  JAX_COORDINATOR_ADDRESS (with JAX_NUM_PROCESSES and JAX_PROCESS_ID), a
-  SLURM job of several tasks, or Open MPI; JAX's own cluster detection
-  fills in the rest. One process otherwise."""
-  env = os.environ
-  if 'JAX_COORDINATOR_ADDRESS' in env:
-    # CPU collectives across processes (GPUs use NCCL regardless). Set
-    # before initialising: asking for the backend here would start it.
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(
-      env['JAX_COORDINATOR_ADDRESS'],
-      num_processes=int(env['JAX_NUM_PROCESSES']),
-      process_id=int(env['JAX_PROCESS_ID']),
-    )
-  elif (
-    int(env.get('SLURM_NTASKS', '1')) > 1
-    or int(env.get('OMPI_COMM_WORLD_SIZE', '1')) > 1
-  ):
-    jax.distributed.initialize()

@@ -16,7 +16,8 @@ PACKAGE = REPO / 'resnet_jax'
 
 # Bottom to top; a room is a folder of resnet_jax/ or a top-level module.
 FLOORS = (
-  ('errors', 'parallel'),
+  ('errors',),
+  ('parallel', 'processes'),
   ('model',),
   ('config',),
   ('run', 'command'),

@@ -11,9 +11,9 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from resnet_jax import parallel  # noqa: E402
+from resnet_jax import processes  # noqa: E402
 
-parallel.initialize_distributed()
+processes.start()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -24,10 +24,10 @@ def main(argv):
   if len(argv) > 1:
     raise errors.ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
   # JAX from here on: --help and a refused flag or config never import it.
-  from resnet_jax import parallel
+  from resnet_jax import processes
   from resnet_jax.train import loop
 
-  parallel.initialize_distributed()
+  processes.start()
   result = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   print(json.dumps(result, sort_keys=True))  # the run's last stdout line
 
