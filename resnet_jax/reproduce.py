@@ -89,10 +89,14 @@ SLURM_FLAGS = (
   'time',
   'nodes',
   'gpus_per_node',
+  'tasks_per_node',
   'cpus_per_task',
   'mem_gb',
   'sbatch',
   'max_running',
+  'max_requeues',
+  'coordinator_port',
+  'init_timeout_s',
   'nowait',
   'poll_s',
 )
@@ -114,6 +118,10 @@ def check_launcher_flags():
       raise ConfigError(f'--{name}={FLAGS[name].value} must be at least 1')
   if FLAGS.gpus_per_node < 0:
     raise ConfigError(f'--gpus_per_node={FLAGS.gpus_per_node} is negative')
+  if FLAGS.tasks_per_node is not None and FLAGS.tasks_per_node < 1:
+    raise ConfigError(
+      f'--tasks_per_node={FLAGS.tasks_per_node} must be at least 1'
+    )
   if FLAGS.devices_per_job is not None and FLAGS.devices_per_job < 1:
     raise ConfigError(
       f'--devices_per_job={FLAGS.devices_per_job} must be at least 1'
@@ -141,6 +149,7 @@ def minutes(text: str) -> int:
 
 
 def resources():
+  from resnet_jax.launch import local
   from resnet_jax.launch import slurm
 
   return slurm.Resources(
@@ -150,10 +159,17 @@ def resources():
     time_min=minutes(FLAGS.time),
     nodes=FLAGS.nodes,
     gpus_per_node=FLAGS.gpus_per_node,
+    tasks_per_node=FLAGS.tasks_per_node,
     cpus_per_task=FLAGS.cpus_per_task,
     mem_gb=FLAGS.mem_gb,
     sbatch=tuple(FLAGS.sbatch),
     max_running=FLAGS.max_running,
+    max_requeues=FLAGS.max_requeues,
+    coordinator_port=FLAGS.coordinator_port,
+    init_timeout_s=FLAGS.init_timeout_s,
+    # A CPU task's devices: what XLA_FLAGS, passed on by sbatch, gives it.
+    host_devices=local.host_device_count(os.environ.get('XLA_FLAGS', ''))
+    or 1,
   )
 
 
@@ -258,10 +274,12 @@ def main(argv):
   if FLAGS.seeds < 1:
     raise ConfigError(f'--seeds={FLAGS.seeds} must be at least 1')
   check_launcher_flags()
-  if FLAGS.launcher == 'slurm':
-    resources().parameters(argv[1])  # --time and --sbatch checked here
   root = FLAGS.workdir
   plan = plan_runs(experiment, root, FLAGS.seeds, FLAGS.set, FLAGS.steps_scale)
+  if FLAGS.launcher == 'slurm':
+    wanted = resources()
+    wanted.parameters(argv[1])  # --time and --sbatch checked here
+    wanted.check(len(plan))
   if FLAGS.dry_run:
     for task in plan:
       print(command(task.run, task.config, task.workdir))
@@ -333,7 +351,13 @@ def define_flags():
   flags.DEFINE_integer('nodes', 1, 'slurm: nodes per run.')
   flags.DEFINE_integer('gpus_per_node', 1, 'slurm: GPUs per node (0: none).')
   flags.DEFINE_integer(
-    'cpus_per_task', 8, 'slurm: CPUs per node of a run (input pipeline).'
+    'tasks_per_node',
+    None,
+    'slurm: processes per node, each owning GPUs/TASKS GPUs (default: one '
+    'per GPU; 1 on CPU nodes).',
+  )
+  flags.DEFINE_integer(
+    'cpus_per_task', 8, 'slurm: CPUs per process (its input pipeline).'
   )
   flags.DEFINE_float('mem_gb', None, 'slurm: memory per node (default: the cluster\'s).')
   flags.DEFINE_multi_string(
@@ -341,6 +365,24 @@ def define_flags():
   )
   flags.DEFINE_integer(
     'max_running', 256, 'slurm: tasks of the array at once (%M).'
+  )
+  flags.DEFINE_integer(
+    'max_requeues',
+    30,
+    'slurm: requeues after a time limit a run may take (submitit\'s '
+    'max_num_timeout; 30 fits 90 ImageNet epochs in 1-day slices).',
+  )
+  flags.DEFINE_integer(
+    'coordinator_port',
+    None,
+    "slurm: jax.distributed's port, plus the array index (default: JAX's, "
+    '61440 + job id mod 4096, an array task counted as array id + index).',
+  )
+  flags.DEFINE_integer(
+    'init_timeout_s',
+    300,
+    "slurm: seconds a run's processes wait for each other at start (JAX's "
+    'initialization_timeout).',
   )
   flags.DEFINE_bool(
     'nowait', False, 'slurm: return once queued (print the job id).'

@@ -134,6 +134,11 @@ def pytest_collection_modifyitems(items):
 def pytest_configure(config):
   config.addinivalue_line(
     'markers',
+    'cluster: needs a two-node SLURM cluster or many processes; minutes '
+    "(run by .ci/run beside the suite: pytest -m cluster)",
+  )
+  config.addinivalue_line(
+    'markers',
     "xla_default_emitters: runs with XLA's default CPU fusion emitters "
     '(in a process of its own where the session uses the elemental ones)',
   )

@@ -1,8 +1,13 @@
-"""A real one-node SLURM cluster for the tests, in a temporary folder.
+"""A real SLURM cluster for the tests, in a temporary folder: one node
+(this host), or several nodes on this one host.
 
 munged, slurmctld and slurmd from Debian's `munge` and `slurm-wlm`, with
 a key, sockets, ports, state and logs of their own (clients find it
 through SLURM_CONF), stopped by the pids in their pid files afterwards.
+Several nodes are several slurmd daemons, each started with `-N NAME`,
+with a port, spool folder, log and pid file of its own (slurm.conf's %n),
+all at 127.0.0.1; their names go into /etc/hosts while the cluster runs,
+since a job's processes find their coordinator by the first node's name.
 Needs root (slurmd starts jobs as their users); without the programs or
 root the tests that need it skip, saying what to install.
 """
@@ -38,22 +43,48 @@ def _free_ports(n: int) -> list[int]:
   return ports
 
 
-def _conf(root: str, host: str) -> str:
-  ctld, slurmd = _free_ports(2)
+HOSTS = '/etc/hosts'
+
+
+def _conf(root: str, host: str, nodes: tuple[str, ...], cpus=None) -> str:
+  """slurm.conf: one node named `host`, or `nodes` on this host (each
+  with `cpus`, default the host's, a port of its own and half the host's
+  memory shared out)."""
+  ctld, *ports = _free_ports(1 + max(1, len(nodes)))
   memory_mb = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 20
+  cpus = cpus or os.cpu_count()
+  if not nodes:
+    node_lines = (
+      f'SlurmdPort={ports[0]}\n'
+      f'SlurmdSpoolDir={root}/spool\n'
+      f'SlurmdPidFile={root}/slurmd.pid\n'
+      f'SlurmdLogFile={root}/slurmd.log\n'
+      f'NodeName={host} CPUs={cpus} RealMemory={memory_mb // 2}\n'
+    )
+    names = host
+  else:
+    node_lines = (
+      f'SlurmdSpoolDir={root}/spool/%n\n'
+      f'SlurmdPidFile={root}/slurmd.%n.pid\n'
+      f'SlurmdLogFile={root}/slurmd.%n.log\n'
+      # Each daemon declares CPUs of its own, whatever the host has.
+      'SlurmdParameters=config_overrides\n'
+    )
+    for name, port in zip(nodes, ports):
+      node_lines += (
+        f'NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 '
+        f'Port={port} CPUs={cpus} RealMemory={memory_mb // (2 * len(nodes))}\n'
+      )
+    names = ','.join(nodes)
   return f"""ClusterName=resnet_jax_tests
 SlurmctldHost={host}
 SlurmUser=root
 SlurmctldPort={ctld}
-SlurmdPort={slurmd}
 AuthType=auth/munge
 AuthInfo=socket={root}/munge/socket
 StateSaveLocation={root}/state
-SlurmdSpoolDir={root}/spool
 SlurmctldPidFile={root}/slurmctld.pid
-SlurmdPidFile={root}/slurmd.pid
 SlurmctldLogFile={root}/slurmctld.log
-SlurmdLogFile={root}/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -65,9 +96,29 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MinJobAge=300
 KillWait=30
-NodeName={host} CPUs={os.cpu_count()} RealMemory={memory_mb // 2}
-PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+{node_lines}PartitionName=debug Nodes={names} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 """
+
+
+@contextlib.contextmanager
+def _names_in_hosts(names):
+  """`names` resolve to 127.0.0.1 while the cluster runs: a line of
+  /etc/hosts, added and removed in place (the file may be a mount)."""
+  if not names:
+    yield
+    return
+  line = f'127.0.0.1 {" ".join(names)}  # resnet_jax test cluster\n'
+  with open(HOSTS) as f:
+    before = f.read()
+  with open(HOSTS, 'w') as f:
+    f.write(before + ('' if before.endswith('\n') else '\n') + line)
+  try:
+    yield
+  finally:
+    with open(HOSTS) as f:
+      now = f.read()
+    with open(HOSTS, 'w') as f:
+      f.write(now.replace(line, ''))
 
 
 def _stop(pid_files: list[str]):
@@ -94,11 +145,15 @@ def _stop(pid_files: list[str]):
 
 
 @contextlib.contextmanager
-def cluster(root: str):
-  """Starts the daemons; yields the environment for SLURM's clients."""
+def cluster(root: str, nodes: tuple[str, ...] = (), cpus: int | None = None):
+  """Starts the daemons; yields the environment for SLURM's clients. With
+  `nodes`, one slurmd per name, all on this host, each declaring `cpus`
+  (default: the host's)."""
   root = os.path.abspath(root)
   for sub in ('munge', 'state', 'spool'):
     os.makedirs(os.path.join(root, sub), mode=0o700, exist_ok=True)
+  for name in nodes:
+    os.makedirs(os.path.join(root, 'spool', name), mode=0o700, exist_ok=True)
   key = os.path.join(root, 'munge', 'key')
   with open(key, 'wb') as f:
     f.write(os.urandom(1024))
@@ -106,46 +161,53 @@ def cluster(root: str):
   host = socket.gethostname().split('.')[0]
   conf = os.path.join(root, 'slurm.conf')
   with open(conf, 'w') as f:
-    f.write(_conf(root, host))
+    f.write(_conf(root, host, tuple(nodes), cpus))
   env = dict(os.environ, SLURM_CONF=conf)
   munge = os.path.join(root, 'munge')
+  slurmd_pids = [os.path.join(root, f'slurmd.{n}.pid') for n in nodes] or [
+    os.path.join(root, 'slurmd.pid')
+  ]
   pid_files = [
     os.path.join(munge, 'pid'),
     os.path.join(root, 'slurmctld.pid'),
-    os.path.join(root, 'slurmd.pid'),
+    *slurmd_pids,
   ]
-  try:
-    subprocess.run(
-      [
-        'munged',
-        '--force',
-        f'--key-file={key}',
-        f'--socket={munge}/socket',
-        f'--pid-file={pid_files[0]}',
-        f'--log-file={munge}/log',
-        f'--seed-file={munge}/seed',
-      ],
-      check=True,
-    )
-    subprocess.run(['slurmctld', '-f', conf], check=True, env=env)
-    subprocess.run(['slurmd', '-f', conf], check=True, env=env)
-    _wait_idle(env, root)
-    yield env
-  finally:
-    subprocess.run(['scancel', '--me'], env=env, capture_output=True)
-    _stop(pid_files)
+  with _names_in_hosts(nodes):
+    try:
+      subprocess.run(
+        [
+          'munged',
+          '--force',
+          f'--key-file={key}',
+          f'--socket={munge}/socket',
+          f'--pid-file={pid_files[0]}',
+          f'--log-file={munge}/log',
+          f'--seed-file={munge}/seed',
+        ],
+        check=True,
+      )
+      subprocess.run(['slurmctld', '-f', conf], check=True, env=env)
+      for name in nodes or [None]:
+        named = ['-N', name] if name else []
+        subprocess.run(['slurmd', '-f', conf, *named], check=True, env=env)
+      _wait_idle(env, root, max(1, len(nodes)))
+      yield env
+    finally:
+      subprocess.run(['scancel', '--me'], env=env, capture_output=True)
+      _stop(pid_files)
 
 
-def _wait_idle(env, root: str, timeout: float = 60):
+def _wait_idle(env, root: str, count: int, timeout: float = 60):
+  """Until sinfo lists `count` nodes, all idle."""
   deadline = time.time() + timeout
   while time.time() < deadline:
-    state = subprocess.run(
-      ['sinfo', '--noheader', '--format=%T'],
+    states = subprocess.run(
+      ['sinfo', '--noheader', '--Node', '--format=%T'],
       env=env,
       capture_output=True,
       text=True,
-    ).stdout.strip()
-    if state == 'idle':
+    ).stdout.split()
+    if states == ['idle'] * count:
       return
     time.sleep(0.5)
   with open(os.path.join(root, 'slurmctld.log')) as f:

@@ -112,10 +112,14 @@ def test_train_and_evaluate_commands(tmp_path):
     'checkpoints',
     'classes.json',  # the sample's batches.meta.txt names the classes
     'config.json',
+    'devices.json',  # what it trained on: 1 process of 2 devices
     'lock',  # held while it trained; empty now
     'metrics.jsonl',
     'tensorboard',
   ]
+  assert json.loads((workdir / 'devices.json').read_text()) == dict(
+    processes=1, local_devices=2, devices=2
+  )
   assert os.listdir(workdir / 'tensorboard')
   assert json.loads((workdir / 'classes.json').read_text())[:2] == [
     'airplane',

@@ -120,7 +120,7 @@ def model_config(arg: str, family: str) -> config_dict.ConfigDict:
   return m
 
 
-def _shipped(name: str) -> str:
+def shipped_folder(name: str) -> str:
   """resnet_jax/NAME in an installed copy (where the wheel puts the
   repository's configs/ and data/ samples), else the checkout's folder."""
   installed = os.path.join(PACKAGE, name)
@@ -131,7 +131,7 @@ def _shipped(name: str) -> str:
 
 def sample_dir(name: str) -> str:
   """A bundled data sample ('cifar10-sample', 'imagenet-sample')."""
-  return os.path.join(_shipped('samples'), name)
+  return os.path.join(shipped_folder('samples'), name)
 
 
 def config_file(path: str) -> str:
@@ -141,7 +141,9 @@ def config_file(path: str) -> str:
   if os.path.isfile(path):
     return path
   folder, base = os.path.split(path)
-  shipped = os.path.join(_shipped('configs'), base.removesuffix('.py') + '.py')
+  shipped = os.path.join(
+    shipped_folder('configs'), base.removesuffix('.py') + '.py'
+  )
   if folder in ('', 'configs') and os.path.isfile(shipped):
     return shipped
   return path
@@ -150,7 +152,7 @@ def config_file(path: str) -> str:
 def built_in_configs() -> list[str]:
   return sorted(
     f.removesuffix('.py')
-    for f in os.listdir(_shipped('configs'))
+    for f in os.listdir(shipped_folder('configs'))
     if f.endswith('.py') and not f.startswith('_')
   )
 

@@ -110,26 +110,42 @@ def interrupted(error: BaseException) -> bool:
 
 
 def commit() -> str:
-  """The checkout's commit, or 'unknown' for an installed copy."""
-  try:
+  """The checkout's commit ('+dirty' with uncommitted changes to the
+  package or its configs), or 'unknown' for an installed copy."""
+
+  def git(*args):
     return subprocess.run(
-      ['git', 'rev-parse', '--short', 'HEAD'],
+      ['git', *args],
       cwd=arguments.REPO,
       capture_output=True,
       text=True,
       check=True,
     ).stdout.strip()
+
+  try:
+    head = git('rev-parse', '--short', 'HEAD')
+    changed = git(
+      'status',
+      '--porcelain',
+      '--untracked-files=no',
+      '--',
+      'resnet_jax',
+      'configs',
+    )
   except (OSError, subprocess.CalledProcessError):
     return 'unknown'
+  return f'{head}+dirty' if changed else head
 
 
-def train_run(task: Task, devices=None) -> dict:
-  """Trains (or resumes) the run on `devices` (None: all of this process's);
-  writes and returns its result.json."""
+def train_run(task: Task, devices=None, commit_id=None, began=None) -> dict:
+  """Trains (or resumes) the run on `devices` (None: all of the job's);
+  writes and returns its result.json. `commit_id`: the code's commit as
+  submitted (default: the checkout's now); `began`: when this slice of
+  the run started (its wall-clock adds to the slices before it)."""
   from resnet_jax.train import loop
 
   run, config, workdir = task.run, task.config, task.workdir
-  start = time.time()
+  began = time.time() if began is None else began
   result = loop.train_and_evaluate(config, workdir, devices)
   if config.data.name == 'imagenet2012':  # the paper's test (10 crops)
     from resnet_jax.eval import saved_run
@@ -140,21 +156,44 @@ def train_run(task: Task, devices=None) -> dict:
     raise ConfigError(
       f'{run.name}: no evaluation result; set data.eval_on to a split'
     )
-  used = devices if devices is not None else jax.devices()
+  used = devices if devices is not None else jax.devices()  # global
+  slices = record_slice(workdir, began, 'finished')
   record = dict(
     run=run.name,
     config=run.config,
     seed=task.seed,
     error=100 * result['top1_error'],
     steps=result['step'],
-    wall_clock_s=time.time() - start,
+    wall_clock_s=sum(s['end'] - s['start'] for s in slices),
+    slices=len(slices),
     device=used[0].device_kind,
-    devices=len(used) * jax.process_count(),
-    commit=commit(),
+    devices=len(used),
+    commit=commit_id or commit(),
   )
   if jax.process_index() == 0:
     files.write_json(layout.path(workdir, layout.RESULT), record)
   return record
+
+
+def record_slice(workdir: str, began: float, how: str) -> list[dict]:
+  """Adds this slice of the run (from `began` to now, ended `how`) to
+  WORKDIR/slices.json, written by the first process; returns them all.
+  A slice killed outright (SIGKILL, a lost node) cannot: the launcher
+  that sees it end adds it from the scheduler's times (add_slice)."""
+  return add_slice(workdir, began, time.time(), how)
+
+
+def add_slice(workdir: str, start: float, end: float, how: str) -> list[dict]:
+  slices = read_slices(workdir)
+  slices.append(dict(start=start, end=end, ended=how))
+  slices.sort(key=lambda s: s['start'])
+  if jax.process_index() == 0 and os.path.isdir(workdir):
+    files.write_json(layout.path(workdir, layout.SLICES), slices)
+  return slices
+
+
+def read_slices(workdir: str) -> list[dict]:
+  return files.read_json(layout.path(workdir, layout.SLICES)) or []
 
 
 def forget_failure(workdir: str):
@@ -164,13 +203,17 @@ def forget_failure(workdir: str):
     os.remove(path)
 
 
-def run_task(task: Task, devices=None) -> dict:
-  """train_run, leaving failure.json where it fails (and raising on)."""
+def run_task(task: Task, devices=None, commit_id=None) -> dict:
+  """train_run, leaving failure.json where it fails (and raising on); the
+  slice's time is recorded however it ends."""
   forget_failure(task.workdir)
+  began = time.time()
   try:
-    return train_run(task, devices)
+    return train_run(task, devices, commit_id, began)
   except Exception as e:
-    if not interrupted(e) and jax.process_index() == 0:
+    stopped = interrupted(e)
+    record_slice(task.workdir, began, 'stopped' if stopped else 'failed')
+    if not stopped and jax.process_index() == 0:
       code = e.exit_code if isinstance(e, errors.Stopped) else None
       write_failure(task, one_line(e), code)
     raise

@@ -131,6 +131,9 @@ def ledger(experiment: experiments.Experiment, root: str, seeds: int) -> list:
         seeds=len(done),
         steps=done[0]['steps'] if done else None,
         wall_clock_s=sum(r['wall_clock_s'] for r in done) if done else None,
+        # A run's requeues are slices of it; results from before slices
+        # were counted are one each.
+        slices=sum(r.get('slices', 1) for r in done),
         device=done[0]['device'] if done else None,
         commit=done[0]['commit'] if done else None,
         failed=len(failures),
@@ -156,6 +159,8 @@ def markdown(rows) -> str:
       ours += f' +- {r["error_std"]:.2f}'
     paper = '' if r['paper_error'] is None else f'{r["paper_error"]:.2f}'
     wall = '' if r['wall_clock_s'] is None else f'{r["wall_clock_s"]:.0f} s'
+    if r.get('slices', 0) > r['seeds']:
+      wall += f' in {r["slices"]} slices'
     lines.append(
       f'| {r["model"]} | {r["shortcut"]} | {r["params"]:,} | {paper} '
       f'| {ours} | {r["seeds"]} | {r["steps"] or ""} | {wall} '

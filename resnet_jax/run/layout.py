@@ -5,6 +5,8 @@ WORKDIR/config.json         the run's config (written whole, once the
 WORKDIR/classes.json        the class names, where the data has them
 WORKDIR/train_files.txt.gz  an image folder's training files, as listed
                             when the run started (read again on resume)
+WORKDIR/devices.json        the processes and devices the run last
+                            trained on (a resume on others says so)
 WORKDIR/metrics.jsonl       one JSON object per training or eval event
 WORKDIR/tensorboard/        the same scalars as TensorBoard events
 WORKDIR/mlflow_run.json     the MLflow run that a run with train.mlflow
@@ -14,6 +16,8 @@ WORKDIR/lock                held by the run that trains there (lock.py)
 WORKDIR/result.json         a finished run of `reproduce`; responses.json
                             its Figure 7 statistics; experiment.json (in
                             an experiment's folder) the command
+WORKDIR/slices.json         each slice of a run of `reproduce` (a start
+                            and its requeues): start, end, how it ended
 WORKDIR/failure.json        a run of `reproduce` that failed: its one-line
                             error and log (removed when it starts again)
 WORKDIR/log.txt             the output of a run that a launcher started
@@ -27,6 +31,7 @@ CONFIG = 'config.json'
 CLASSES = 'classes.json'
 TRAIN_FILES = 'train_files.txt.gz'
 METRICS = 'metrics.jsonl'
+DEVICES = 'devices.json'
 TENSORBOARD = 'tensorboard'
 MLFLOW_RUN = 'mlflow_run.json'
 CHECKPOINTS = 'checkpoints'
@@ -35,6 +40,7 @@ RESULT = 'result.json'
 RESPONSES = 'responses.json'
 EXPERIMENT = 'experiment.json'
 FAILURE = 'failure.json'
+SLICES = 'slices.json'
 LOG = 'log.txt'
 
 

@@ -17,8 +17,9 @@ _requested = []  # signal names asked for by `request`, this process
 
 def request(signal_name: str):
   """Asks this process's training loop (the running one, or the next) to
-  save at its current step and stop, as SIGTERM does; for one process
-  (several agree on the step through SIGTERM and JAX's service)."""
+  save at its current step and stop, as SIGTERM does. Several processes
+  agree on the step through SIGTERM and JAX's service; this names the
+  signal they stop for."""
   _requested.append(signal_name)
 
 
@@ -53,7 +54,8 @@ class Watcher:
   def requested(self, step: int, mgr) -> bool:
     if jax.process_count() > 1:
       if mgr.reached_preemption(step):
-        self.signal_name = self.signal_name or 'SIGTERM'
+        asked = _requested[0] if _requested else 'SIGTERM'
+        self.signal_name = self.signal_name or asked
         return True
       return False
     if _requested and self.signal_name is None:

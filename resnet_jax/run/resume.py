@@ -119,3 +119,50 @@ def truncate_metrics(workdir: str, step: int) -> None:
   if len(kept) != len(lines):
     with errors.writing(path, 'rewriting the metrics log'):
       files.replace(path, ''.join(kept))  # never a half-written log
+
+
+def mesh_shape(mesh) -> dict:
+  """What a run trains on: processes, this process's devices, all devices."""
+  return dict(
+    processes=jax.process_count(),
+    local_devices=len(mesh.local_devices),
+    devices=mesh.size,
+  )
+
+
+def _shape_text(shape: dict) -> str:
+  return (
+    f'{shape["devices"]} devices ({shape["processes"]} processes x '
+    f'{shape["local_devices"]})'
+  )
+
+
+def say_shape(workdir: str, config, shape: dict):
+  """One line where a run resumes on another shape than it last trained
+  on (WORKDIR/devices.json): what stays the same, or what the new device
+  count changes (per-device BN groups). A batch that no longer divides
+  over the devices is refused earlier, by the loop's setup."""
+  saved = files.read_json(layout.path(workdir, layout.DEVICES))
+  if not saved or saved == shape:
+    return
+  was, now = _shape_text(saved), _shape_text(shape)
+  if saved['devices'] != shape['devices'] and not config.train.bn_sync:
+    batch = config.train.batch_size
+    logging.warning(
+      'resuming %s on %s where it trained on %s: per-device BN statistics '
+      '(train.bn_sync=False) now come from %d examples a device, not %d, so '
+      "the steps from here differ from an uninterrupted run's",
+      workdir,
+      now,
+      was,
+      batch // shape['devices'],
+      batch // saved['devices'],
+    )
+  else:
+    logging.warning(
+      'resuming %s on %s where it trained on %s: the same global batch '
+      'and BN groups, so the same steps up to the order of cross-device sums',
+      workdir,
+      now,
+      was,
+    )

@@ -30,12 +30,17 @@ def prepare(workdir: str):
     ) from e
 
 
-def write_start(workdir: str, config, classes, save_listing):
+def write_start(workdir: str, config, classes, save_listing, shape=None):
   """config.json; classes.json (the class names, for resnet_jax.predict)
   where the data has names; the training files (`save_listing(workdir)`,
-  the input's: a no-op where it lists none)."""
+  the input's: a no-op where it lists none); devices.json, the `shape`
+  this slice trains on (processes, local devices, devices)."""
   if jax.process_index() != 0:
     return
+  if shape is not None:
+    path = layout.path(workdir, layout.DEVICES)
+    with errors.writing(path, 'writing the device count'):
+      files.write_json(path, shape)
   path = layout.path(workdir, layout.CONFIG)
   with errors.writing(path, 'writing the config'):
     text = config.to_json_best_effort(indent=2, sort_keys=True) + '\n'

@@ -246,6 +246,7 @@ def _restore(exp: TrainingSetup, mgr, workdir: str):
   if restored is not None:
     state = restored
     logging.warning('resuming %s from step %d', workdir, int(state.step))
+    resume.say_shape(workdir, exp.config, resume.mesh_shape(exp.mesh))
   if jax.process_index() == 0:  # drop what a killed run logged past it
     resume.truncate_metrics(workdir, int(jax.device_get(state.step)))
   return state
@@ -281,7 +282,11 @@ def _train(exp: TrainingSetup, workdir: str) -> dict:
   saver = checkpoint.Saver(checkpoint.manager(workdir, t.keep_checkpoints))
   state = _restore(exp, saver.manager, workdir)
   workdir_files.write_start(  # only once the run can really go on
-    workdir, exp.config, exp.input.classes, exp.input.save_listing
+    workdir,
+    exp.config,
+    exp.input.classes,
+    exp.input.save_listing,
+    resume.mesh_shape(exp.mesh),
   )
   total, start = exp.total_steps, int(jax.device_get(state.step))
   run = train_fn(exp, start)
