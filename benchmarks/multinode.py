@@ -15,13 +15,18 @@ SLURM's start, the processes' imports, jax.distributed, data, compile),
 the training images/s (median over the logged steps after the first 5),
 the whole command's seconds, and the error (equal up to the rounding of
 cross-process sums: the shape changes where the run trains, not what it
-computes). Needs root and Debian's slurm-wlm and munge.
+computes). Then the two-node run once more, one process (rank 3, on the
+second node) SIGKILLed at step 10: the seconds from the kill until SLURM
+says the job has ended (srun's --kill-on-bad-exit, then SLURM's KillWait,
+30 s). Needs root and Debian's slurm-wlm and munge.
 """
 
 import argparse
 import json
 import os
 import pathlib
+import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,7 +47,8 @@ EXPERIMENTS = {
 """
 
 
-def run(sweep, root, env, nodes, per_node, steps, batch) -> dict:
+def command(sweep, root, env, nodes, per_node, steps, batch):
+  """reproduce's command line and environment for the run."""
   env = {
     k: v
     for k, v in env.items()
@@ -71,6 +77,11 @@ def run(sweep, root, env, nodes, per_node, steps, batch) -> dict:
     '--set=train.log_every=1',
     f'--set=train.checkpoint_every={steps}',
   ]
+  return args, env
+
+
+def run(sweep, root, env, nodes, per_node, steps, batch) -> dict:
+  args, env = command(sweep, root, env, nodes, per_node, steps, batch)
   start = time.time()
   subprocess.run(args, cwd=REPO, env=env, check=True, capture_output=True)
   wall = time.time() - start
@@ -94,6 +105,37 @@ def run(sweep, root, env, nodes, per_node, steps, batch) -> dict:
   )
 
 
+def killed(sweep, root, env, steps, batch) -> float:
+  """Seconds from a SIGKILL of rank 3 at step 10 to the job's end."""
+  args, run_env = command(sweep, root, env, 2, 2, steps, batch)
+  out = subprocess.run(
+    [*args, '--nowait'],
+    cwd=REPO,
+    env=run_env,
+    check=True,
+    capture_output=True,
+    text=True,
+  ).stdout
+  job = re.search(r'slurm job (\d+)', out).group(1)
+  workdir = pathlib.Path(root) / 'resnet20' / 'seed0'
+  metrics = workdir / 'metrics.jsonl'
+  while not metrics.exists() or metrics.read_text().count('"train"') < 10:
+    time.sleep(0.2)
+  line = re.search(
+    r'^process 3 of 4 .*pid (\d+)\)',
+    (workdir / 'log.rank3.txt').read_text(),
+    re.M,
+  )
+  os.kill(int(line.group(1)), signal.SIGKILL)
+  start = time.time()
+  while slurm_cluster.job(env, job).get('JobState') in (
+    'RUNNING',
+    'COMPLETING',
+  ):
+    time.sleep(0.2)
+  return round(time.time() - start, 1)
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--steps', type=int, default=60)
@@ -113,6 +155,7 @@ def main():
     ) as env:
       one = run(sweep, f'{tmp}/one', env, 1, per_node, a.steps, a.batch)
       two = run(sweep, f'{tmp}/two', env, 2, per_node // 2, a.steps, a.batch)
+      kill_to_end = killed(sweep, f'{tmp}/kill', env, a.steps, a.batch)
   print(
     json.dumps(
       dict(
@@ -124,6 +167,7 @@ def main():
         throughput_ratio=round(
           two['images_per_sec'] / one['images_per_sec'], 3
         ),
+        kill_to_job_end_s=kill_to_end,
       )
     )
   )

@@ -277,9 +277,13 @@ def main(argv):
   root = FLAGS.workdir
   plan = plan_runs(experiment, root, FLAGS.seeds, FLAGS.set, FLAGS.steps_scale)
   if FLAGS.launcher == 'slurm':
+    from resnet_jax.launch import slurm
+
     wanted = resources()
     wanted.parameters(argv[1])  # --time and --sbatch checked here
     wanted.check(len(plan))
+    if not (FLAGS.collect or FLAGS.dry_run):
+      slurm.check_environment()
   if FLAGS.dry_run:
     for task in plan:
       print(command(task.run, task.config, task.workdir))

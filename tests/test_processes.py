@@ -297,3 +297,46 @@ def test_srun_says_which_task_on_which_node_died(tmp_path):
     'tasks 0,2-3 on node n7: Exited with exit code 1'
   )
   assert slurm.srun_error(str(tmp_path / 'none')) is None
+
+
+@pytest.mark.parametrize(
+  'flags, env, message',
+  [
+    (
+      ['--gpus_per_node=8', '--tasks_per_node=3'],
+      {},
+      '--tasks_per_node=3 does not divide --gpus_per_node=8',
+    ),
+    (['--max_requeues=-2'], {}, '--max_requeues=-2 is negative'),
+    (
+      ['--coordinator_port=65535', '--runs=plain20,resnet20'],
+      {},
+      'the array tasks listen on 65535 to 65536',
+    ),
+    (
+      [],
+      dict(JAX_COORDINATOR_ADDRESS='10.1.1.1:99'),
+      'JAX_COORDINATOR_ADDRESS=10.1.1.1:99 is set in this shell',
+    ),
+  ],
+)
+def test_the_launcher_refuses_before_anything_is_written(
+  tmp_path, flags, env, message
+):
+  from tests.helpers import error_lines
+  from tests.helpers import run_cli
+
+  done = run_cli(
+    '-m',
+    'resnet_jax.reproduce',
+    'cifar_figure6',
+    '--runs=resnet20',
+    f'--workdir={tmp_path}/sweep',
+    '--launcher=slurm',
+    *flags,
+    **env,
+  )
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert [line for line in error_lines(done.stderr) if message in line]
+  assert len(error_lines(done.stderr)) == 1
+  assert not (tmp_path / 'sweep').exists()

@@ -294,7 +294,6 @@ def submit(task_list, root: str, name: str, resources: Resources) -> list:
   submitit = _submitit()
   if not task_list:
     return []
-  check_environment()
   root = os.path.abspath(root)
   code = snapshot(root)
   commit = tasks.commit()
