@@ -100,11 +100,14 @@ def coordinator_port(env, base: int | None = None) -> int:
   its index, so that two tasks of one array (up to 4096 tasks) never share
   a port on a node. With `base`: base + the array index (0 outside an
   array)."""
-  array, index = env.get('SLURM_ARRAY_JOB_ID'), env.get('SLURM_ARRAY_TASK_ID')
-  in_array = array is not None and index is not None
+  in_array = 'SLURM_ARRAY_TASK_ID' in env
+  index = _int(env, 'SLURM_ARRAY_TASK_ID') if in_array else 0
   if base is not None:
-    return base + (int(index) if in_array else 0)
-  job = int(array) + int(index) if in_array else int(env['SLURM_JOB_ID'])
+    return base + index
+  if in_array:
+    job = _int(env, 'SLURM_ARRAY_JOB_ID') + index
+  else:
+    job = _int(env, 'SLURM_JOB_ID')
   return DEFAULT_PORT_BASE + job % PORT_RANGE
 
 
@@ -131,6 +134,12 @@ def _int(env, name: str, default: int | None = None) -> int:
     raise ConfigError(f'{name}={value!r} is not a number') from None
 
 
+def _text(env, name: str) -> str:
+  if name not in env:
+    raise ConfigError(f'{name} is not set')
+  return env[name]
+
+
 def _visible_gpus(env) -> int | None:
   """GPUs this process can see on its node, where the environment says."""
   visible = env.get('CUDA_VISIBLE_DEVICES')
@@ -142,7 +151,7 @@ def _visible_gpus(env) -> int | None:
 
 
 def _slurm_plan(env, expected, port_base, init_timeout_s) -> Plan:
-  tasks = _int(env, 'SLURM_STEP_NUM_TASKS', _int(env, 'SLURM_NTASKS', 1))
+  tasks = _int(env, 'SLURM_NTASKS')  # in a step: the step's tasks
   if 'JAX_COORDINATOR_ADDRESS' in env:
     raise ConfigError(
       f'JAX_COORDINATOR_ADDRESS={env["JAX_COORDINATOR_ADDRESS"]} is set in '
@@ -162,11 +171,10 @@ def _slurm_plan(env, expected, port_base, init_timeout_s) -> Plan:
       'and hides the others, which JAX cannot then share out; ask for '
       '--gpus-per-node (all of them, one task per GPU) instead'
     )
-  node_id, local_rank = _int(env, 'SLURM_NODEID', 0), _int(env, 'SLURM_LOCALID')
-  per_node = env.get('SLURM_STEP_TASKS_PER_NODE') or env.get(
-    'SLURM_TASKS_PER_NODE', '1'
+  local_rank = _int(env, 'SLURM_LOCALID')
+  here = tasks_on_node(
+    _text(env, 'SLURM_STEP_TASKS_PER_NODE'), _int(env, 'SLURM_NODEID')
   )
-  here = tasks_on_node(per_node, node_id)
   node = env.get('SLURMD_NODENAME')
   gpus = _visible_gpus(env)
   owned = None
@@ -191,7 +199,7 @@ def _slurm_plan(env, expected, port_base, init_timeout_s) -> Plan:
       f'node {node}: this task sees no GPU (no CUDA_VISIBLE_DEVICES or '
       f'SLURM_GPUS_ON_NODE) where the job asked for {expected.describe()}'
     )
-  nodelist = env.get('SLURM_STEP_NODELIST') or env['SLURM_JOB_NODELIST']
+  nodelist = _text(env, 'SLURM_STEP_NODELIST')
   return Plan(
     'slurm',
     num_processes=tasks,
@@ -212,7 +220,7 @@ def plan(
 ) -> Plan:
   """This process's place among the run's, from `env` (os.environ)."""
   env = os.environ if env is None else env
-  in_step = 'SLURM_STEP_NODELIST' in env or 'SLURM_STEP_ID' in env
+  in_step = 'SLURM_STEP_NODELIST' in env  # srun's, as JAX reads it
   slurm_tasks = _int(env, 'SLURM_NTASKS', 1)
   if 'SLURM_JOB_ID' in env and not in_step and slurm_tasks > 1:
     raise ConfigError(
@@ -221,7 +229,7 @@ def plan(
       'script); start it with srun to run that many, or unset SLURM_NTASKS '
       'to run one process'
     )
-  if in_step and _int(env, 'SLURM_STEP_NUM_TASKS', slurm_tasks) > 1:
+  if in_step and slurm_tasks > 1:
     return _slurm_plan(env, expected, port_base, init_timeout_s)
   if 'JAX_COORDINATOR_ADDRESS' in env:
     return Plan(
@@ -235,7 +243,7 @@ def plan(
     return Plan(
       'mpi',
       num_processes=_int(env, 'OMPI_COMM_WORLD_SIZE'),
-      process_id=_int(env, 'OMPI_COMM_WORLD_RANK', 0),
+      process_id=_int(env, 'OMPI_COMM_WORLD_RANK'),
       init_timeout_s=init_timeout_s,
     )
   return Plan('single', node=env.get('SLURMD_NODENAME'))

@@ -3,6 +3,8 @@ SLURM's one task per GPU and one task per node, the traps refused in one
 line before JAX starts, the coordinator's port; and the launcher's side
 (launch/slurm.Resources) of the same shapes."""
 
+import os
+
 import pytest
 
 from resnet_jax import processes
@@ -40,6 +42,7 @@ def test_one_task_per_gpu_owns_the_gpu_of_its_local_rank():
   assert [p.local_device_ids for p in plans] == [(i % 8,) for i in range(16)]
   assert [p.process_id for p in plans] == list(range(16))
   assert {p.num_processes for p in plans} == {16}
+  assert {p.source for p in plans} == {'slurm'}
   # Every process meets the first node's, on one port: JAX's for job 4242.
   assert {p.coordinator for p in plans} == {f'gpu007:{61440 + 4242 % 4096}'}
   assert plans[9].node == 'gpu008' and plans[9].local_rank == 1
@@ -64,6 +67,12 @@ def test_one_task_per_node_owns_all_its_gpus_not_the_first_only():
     CUDA_VISIBLE_DEVICES='0,1,2,3',
   )
   assert processes.plan(env).local_device_ids == (2, 3)
+
+
+def test_gpus_known_from_slurm_alone_share_out_the_same():
+  env = step_env(10)
+  del env['CUDA_VISIBLE_DEVICES']
+  assert processes.plan(env, GPUS_16).local_device_ids == (2,)
 
 
 def test_cpu_tasks_own_their_own_host_devices():
@@ -104,6 +113,7 @@ def test_tasks_per_node_are_read_as_slurm_writes_them():
     1,
   ]
   assert processes.tasks_on_node('8', 0) == 8
+  assert processes.tasks_on_node('3,1', 1) == 1
   with pytest.raises(ConfigError, match='node 2 is not in'):
     processes.tasks_on_node('4(x2)', 2)
 
@@ -125,9 +135,14 @@ def test_two_array_tasks_never_share_a_port():
   assert processes.coordinator_port(dict(SLURM_JOB_ID='5000')) == (
     61440 + 5000 % 4096
   )
+  assert port(200, 100, 7) == 61440 + 107
   assert [port(1, 1, i, base=20000) for i in range(3)] == [20000, 20001, 20002]
   assert processes.coordinator_port(dict(SLURM_JOB_ID='9'), 20000) == 20000
   processes.check_port_base(65500, 36)
+  processes.check_port_base(1024)
+  processes.check_port_base(65535)  # one run: one port
+  with pytest.raises(ConfigError, match='--coordinator_port=1023'):
+    processes.check_port_base(1023)
   with pytest.raises(ConfigError, match='choose a base in 1024..65500'):
     processes.check_port_base(65501, 36)
   with pytest.raises(ConfigError, match='--coordinator_port=80'):
@@ -203,9 +218,10 @@ def test_one_process_and_the_plain_variables_plan_as_before():
   # A batch script's one task (no step) runs alone.
   alone = processes.plan(dict(SLURM_JOB_ID='3', SLURM_NTASKS='1'))
   assert alone.source == 'single'
+  assert processes.plan(dict(SLURM_JOB_ID='3')).source == 'single'
   # srun -n1: a step of one task.
   one = dict(step_env(0), SLURM_NTASKS='1', SLURM_STEP_NUM_TASKS='1')
-  assert processes.plan(one).num_processes == 1
+  assert processes.plan(one) == processes.Plan('single', node='gpu007')
   env = processes.plan(
     dict(
       JAX_COORDINATOR_ADDRESS='127.0.0.1:5',
@@ -221,6 +237,50 @@ def test_one_process_and_the_plain_variables_plan_as_before():
   )
   mpi = processes.plan(dict(OMPI_COMM_WORLD_SIZE='4', OMPI_COMM_WORLD_RANK='3'))
   assert (mpi.source, mpi.num_processes, mpi.process_id) == ('mpi', 4, 3)
+  two = processes.plan(
+    dict(OMPI_COMM_WORLD_SIZE='2', OMPI_COMM_WORLD_RANK='1'), init_timeout_s=7
+  )
+  assert (two.num_processes, two.init_timeout_s) == (2, 7)
+  env = processes.plan(
+    dict(JAX_COORDINATOR_ADDRESS='h:5', JAX_NUM_PROCESSES='2',
+         JAX_PROCESS_ID='0'),
+    init_timeout_s=9,
+  )
+  assert env.init_timeout_s == 9
+
+
+def test_this_processs_own_environment_is_read_by_default(monkeypatch):
+  for name in list(os.environ):
+    if name.startswith(('SLURM', 'JAX_', 'OMPI_')):
+      monkeypatch.delenv(name)
+  assert processes.plan() == processes.Plan('single')
+  monkeypatch.setenv('SLURM_JOB_ID', '1')
+  monkeypatch.setenv('SLURM_NTASKS', '2')
+  with pytest.raises(ConfigError, match='SLURM_NTASKS=2, but'):
+    processes.plan()
+
+
+@pytest.mark.parametrize(
+  'change, message',
+  [
+    (dict(SLURM_PROCID='three'), "SLURM_PROCID='three' is not a number"),
+    (dict(SLURM_LOCALID=None), 'SLURM_LOCALID is not set'),
+    (dict(SLURM_STEP_TASKS_PER_NODE=None),
+     'SLURM_STEP_TASKS_PER_NODE is not set'),
+    (dict(SLURM_STEP_TASKS_PER_NODE='8(x'), r"tasks per node '8\(x': "
+     'unreadable'),
+    (dict(SLURM_STEP_NODELIST=',n2'), "SLURM_STEP_NODELIST=',n2': no host"),
+  ],
+)
+def test_an_unreadable_slurm_environment_is_one_line(change, message):
+  env = step_env(1)
+  for name, value in change.items():
+    if value is None:
+      del env[name]
+    else:
+      env[name] = value
+  with pytest.raises(ConfigError, match=message):
+    processes.plan(env)
 
 
 def test_a_job_whose_devices_are_not_what_it_asked_for_is_refused():
@@ -238,6 +298,16 @@ def test_a_job_whose_devices_are_not_what_it_asked_for_is_refused():
     ConfigError, match='JAX has 1 processes where the environment starts 4'
   ):
     processes.check(four)
+  # The line of a SLURM task, and of a process alone on a SLURM node.
+  task = processes.Plan('slurm', process_id=0, node='n1', local_rank=0)
+  assert processes.describe(task).startswith(
+    f'process 0 of 1 (SLURM task 0, node n1, local rank 0, pid {os.getpid()}) '
+    'owns cpu 0 (device 0), cpu 1'
+  )
+  alone = processes.Plan('single', node='n9')
+  assert processes.describe(alone).startswith(
+    f'process 0 of 1 (node n9, pid {os.getpid()}) owns'
+  )
   line = processes.describe(single)
   assert line.startswith('process 0 of 1 (pid ') and line.endswith(
     '1 processes x 8 local devices = 8 devices'
