@@ -261,6 +261,9 @@ def test_a_warned_and_a_requeued_two_node_run_resume_where_signalled(
   resumed = [int(s) for s in re.findall(r'resuming \S+ from step (\d+)', log)]
   assert resumed == [warned, requeued]
   assert 'restart 1' in log and 'restart 2' in log
+  # Every slice ran the package copied at submission.
+  codes = set(re.findall(r'^==== .* code (\S+) ', log, re.M))
+  assert len(codes) == 1 and codes.pop().startswith(str(tmp_path / 'slurm'))
   assert losses(run) == losses(workdir(uninterrupted))
   record = result(tmp_path)
   assert record['error'] == result(uninterrupted)['error']
