@@ -112,6 +112,16 @@ def wait_for_step(process, workdir, step: int, timeout: float = 120):
   raise AssertionError(f'step {step} not reached in {timeout}s')
 
 
+def wait_for(condition, what: str, timeout: float = 180):
+  """Polls `condition()` until it is true; fails naming `what`."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if condition():
+      return
+    time.sleep(0.2)
+  raise AssertionError(f'timed out waiting for {what}')
+
+
 def error_lines(stderr: str) -> list[str]:
   return [line for line in stderr.splitlines() if line.startswith('error:')]
 

@@ -235,3 +235,19 @@ def release(env, job_id: str):
     env=env,
     capture_output=True,
   )
+
+
+def wait_restarted(env, job_id: str, restarts: int = 1, timeout: float = 300):
+  """Until a requeued job has started again (`restarts` times in all),
+  letting it start at once each time it waits."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    info = job(env, job_id)
+    state = info.get('JobState')
+    if int(info.get('Restarts', 0)) >= restarts:
+      if state == 'PENDING':
+        release(env, job_id)
+      if state in ('RUNNING', 'COMPLETED'):  # not REQUEUED, COMPLETING
+        return
+    time.sleep(0.2)
+  raise AssertionError(f'job {job_id} not restarted {restarts} times')

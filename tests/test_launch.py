@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -19,6 +18,7 @@ from tests import slurm_cluster
 from tests.helpers import SAMPLE
 from tests.helpers import read_metrics
 from tests.helpers import run_cli
+from tests.helpers import wait_for
 
 SWEEP = """
 from resnet_jax.paper.experiments import Experiment, PlannedRun
@@ -180,30 +180,6 @@ def cluster(tmp_path_factory):
     yield env
 
 
-def _wait_for(condition, what: str, timeout: float = 180):
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    if condition():
-      return
-    time.sleep(0.2)
-  raise AssertionError(f'timed out waiting for {what}')
-
-
-def _restart(env, job_id):
-  """Lets a requeued task start again, then waits until it has."""
-
-  def restarted():
-    info = slurm_cluster.job(env, job_id)
-    state = info.get('JobState')
-    if int(info.get('Restarts', 0)) < 1:
-      return False
-    if state == 'PENDING':
-      slurm_cluster.release(env, job_id)
-    return state in ('RUNNING', 'COMPLETED')  # not REQUEUED, COMPLETING
-
-  _wait_for(restarted, f'job {job_id} to be requeued and restarted')
-
-
 def test_slurm_array_requeued_mid_run_ends_as_sequential(
   cluster, sweep, sequential, tmp_path
 ):
@@ -225,7 +201,7 @@ def test_slurm_array_requeued_mid_run_ends_as_sequential(
   # submitit's --signal sends), which saves, requeues itself and exits.
   for index, run in enumerate(PAIR):
     workdir = tmp_path / run / 'seed0'
-    _wait_for(
+    wait_for(
       lambda: any(s >= 6 for s, _ in losses(workdir)), f'{run} at step 6'
     )
   subprocess.run(
@@ -235,7 +211,7 @@ def test_slurm_array_requeued_mid_run_ends_as_sequential(
     ['scancel', '--signal=USR2', f'{array}_1'], env=cluster, check=True
   )
   for index in (0, 1):
-    _restart(cluster, f'{array}_{index}')
+    slurm_cluster.wait_restarted(cluster, f'{array}_{index}')
   # The same command again: the pair, still queued, is not submitted
   # again (the failed run is, if it has failed by now); it waits, then
   # writes the ledger, and says that one run failed.

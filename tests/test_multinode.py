@@ -27,6 +27,7 @@ from tests.helpers import run_cli
 from tests.helpers import start_cli
 from tests.helpers import tiny_config
 from tests.helpers import tiny_flags
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -88,15 +89,6 @@ def losses(run):
 
 def result(root):
   return json.loads((workdir(root) / 'result.json').read_text())
-
-
-def wait_for(condition, what: str, timeout: float = 300):
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    if condition():
-      return
-    time.sleep(0.2)
-  raise AssertionError(f'timed out waiting for {what}')
 
 
 def job_of(output: str) -> str:
@@ -193,18 +185,6 @@ def test_two_nodes_train_as_one_process_of_four_devices_every_time(
   assert result(again)['error'] == record['error']
 
 
-def _restarted(env, job_id, restarts):
-  def ok():
-    info = slurm_cluster.job(env, job_id)
-    if int(info.get('Restarts', 0)) < restarts:
-      return False
-    if info.get('JobState') == 'PENDING':
-      slurm_cluster.release(env, job_id)
-    return info.get('JobState') in ('RUNNING', 'COMPLETED')
-
-  wait_for(ok, f'job {job_id} restarted {restarts} times')
-
-
 def _saved_steps(log: str, signal_name: str) -> list[int]:
   return [
     int(s)
@@ -240,7 +220,7 @@ def test_a_warned_and_a_requeued_two_node_run_resume_where_signalled(
     lambda: _saved_steps((run / 'log.txt').read_text(), 'SIGUSR2'),
     'the save on USR2',
   )
-  _restarted(cluster, job, 1)
+  slurm_cluster.wait_restarted(cluster, job, 1)
   (warned,) = _saved_steps((run / 'log.txt').read_text(), 'SIGUSR2')
   for rank in (1, 2, 3):  # every process saved at that step
     assert _saved_steps(
@@ -252,7 +232,7 @@ def test_a_warned_and_a_requeued_two_node_run_resume_where_signalled(
     lambda: _saved_steps((run / 'log.txt').read_text(), 'SIGTERM'),
     'the save on SIGTERM',
   )
-  _restarted(cluster, job, 2)
+  slurm_cluster.wait_restarted(cluster, job, 2)
   (requeued,) = _saved_steps((run / 'log.txt').read_text(), 'SIGTERM')
   assert 6 <= warned < requeued < STEPS
   collected = reproduce(sweep, tmp_path, env=cluster)
