@@ -11,7 +11,9 @@ the plots.
 
 Each run trains in WORKDIR/RUN/seedK with the experiment's config and the
 --set overrides; a run with a result.json is finished and skipped, any
-other resumes from its checkpoints. --steps_scale shrinks every duration
+other resumes from its checkpoints. A run folder that holds another config
+than this command's (WORKDIR/RUN/seedK/planned.json) is refused, naming
+the first key that differs; --retrain moves it aside and trains afresh. --steps_scale shrinks every duration
 (length, learning-rate boundaries, warm-up, log/eval/checkpoint intervals)
 for a quick look. Then WORKDIR/ledger.csv and ledger.md list each run:
 parameters, the paper's error, ours (mean +- std over seeds), steps,
@@ -55,6 +57,7 @@ from resnet_jax import command as command_line
 from resnet_jax.errors import ConfigError
 from resnet_jax.errors import Stopped
 from resnet_jax.paper import experiments
+from resnet_jax.paper.reproduce import check_planned
 from resnet_jax.paper.reproduce import command
 from resnet_jax.paper.reproduce import finish
 from resnet_jax.paper.reproduce import in_stages
@@ -265,6 +268,16 @@ def collect(plan, root: str):
       slurm.settle(record, queued)
 
 
+def queued_workdirs(root: str) -> set:
+  """The run folders of jobs that SLURM still holds (for --retrain)."""
+  if FLAGS.launcher != 'slurm' or not FLAGS.retrain:
+    return set()
+  from resnet_jax.launch import slurm
+
+  queued = slurm.in_queue() or set()
+  return {r['workdir'] for r in slurm.read_jobs(root) if r['job_id'] in queued}
+
+
 def main(argv):
   if len(argv) != 2:
     experiments.load('')  # the one-line list of experiments
@@ -288,6 +301,7 @@ def main(argv):
     for task in plan:
       print(command(task.run, task.config, task.workdir))
     return
+  check_planned(plan, FLAGS.retrain, queued_workdirs(root))
   os.makedirs(root, exist_ok=True)
   meta = layout.path(root, layout.EXPERIMENT)
   if not (FLAGS.collect and os.path.exists(meta)):  # the command that ran
@@ -331,6 +345,12 @@ def define_flags():
     'runs', [], 'Only these runs of the experiment, e.g. plain20,resnet20.'
   )
   flags.DEFINE_bool('dry_run', False, 'Print the commands only.')
+  flags.DEFINE_bool(
+    'retrain',
+    False,
+    'Train afresh the runs whose folder holds another config (moved aside '
+    'to RUN/seedK.replaced); without it such a rerun is refused.',
+  )
   flags.DEFINE_enum(
     'launcher', 'local', ['local', 'slurm'], 'Where the runs train.'
   )

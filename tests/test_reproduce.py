@@ -119,3 +119,48 @@ def test_runs_flag_selects_runs_and_rejects_unknown_names():
   assert reproduce.select(figure6, []) is figure6
   with pytest.raises(ConfigError, match='plain21 not in this experiment'):
     reproduce.select(figure6, ['plain21'])
+
+
+def test_a_result_belongs_to_its_config(tmp_path):
+  """A rerun with another config (another --steps_scale, --set) refuses
+  in one line naming the run and the first key that differs; --retrain
+  moves the old run aside and trains afresh; the same config goes on."""
+  sets = [*SAMPLE_SETS, 'train.length=2', 'train.eval_every=2']
+  resnet_only = experiments.Experiment('resnet8', TINY.runs[1:])
+  plan = reproduce.plan_runs(resnet_only, str(tmp_path), 1, sets, 1.0)
+  assert reproduce.check_planned(plan) == []
+  workdir = tmp_path / 'resnet8' / 'seed0'
+  planned = json.loads((workdir / 'planned.json').read_text())
+  assert planned['config']['train.length'] == 2
+  reproduce.run_plan(plan)
+  result = json.loads((workdir / 'result.json').read_text())
+  assert result['fingerprint'] == planned['fingerprint']
+  assert reproduce.check_planned(plan) == []  # the same command: fine
+  longer = reproduce.plan_runs(
+    resnet_only, str(tmp_path), 1, [*sets, 'train.length=3'], 1.0
+  )
+  with pytest.raises(
+    ConfigError,
+    match=r'resnet8 seed 0: .*/resnet8/seed0 holds a run of another config '
+    r'\(train.length: 2 there, 3 now\); run the same command as before, use '
+    'another --workdir, or add --retrain',
+  ):
+    reproduce.check_planned(longer)
+  assert reproduce.check_planned(longer, retrain=True) == [str(workdir)]
+  moved = tmp_path / 'resnet8' / 'seed0.replaced'
+  assert json.loads((moved / 'result.json').read_text()) == result
+  assert not (workdir / 'result.json').exists()
+  again = json.loads((workdir / 'planned.json').read_text())
+  assert again['config']['train.length'] == 3
+  assert again['fingerprint'] != planned['fingerprint']
+  # A folder from before planned.json: its run's own config.json.
+  (moved / 'planned.json').unlink()
+  old = plan[0]._replace(workdir=str(moved))
+  assert reproduce.check_planned([old]) == []
+  shorter = longer[0]._replace(workdir=str(moved))
+  (moved / 'planned.json').unlink()
+  with pytest.raises(ConfigError, match=r'train.length: 2 there, 3 now'):
+    reproduce.check_planned([shorter])
+  with pytest.raises(ConfigError, match='--retrain: resnet8 seed 0 is still '
+                     'queued'):
+    reproduce.check_planned([shorter], True, queued={str(moved)})

@@ -12,6 +12,8 @@ checkpoint and is not a failure: started again, it resumes.
 """
 
 import dataclasses
+import hashlib
+import json
 import os
 import pickle
 import subprocess
@@ -25,6 +27,7 @@ import jax
 from resnet_jax import command
 from resnet_jax import errors
 from resnet_jax.config import arguments
+from resnet_jax.config import keys
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import files
 from resnet_jax.run import layout
@@ -63,6 +66,23 @@ class Task(typing.NamedTuple):
   @property
   def log(self) -> str:
     return layout.path(self.workdir, layout.LOG)
+
+
+def planned_config(config) -> dict:
+  """The config a run is planned with, flat, as JSON gives it back
+  (sequences as lists), so that it compares equal to planned.json's."""
+  return as_json(keys.flatten(json.loads(config.to_json_best_effort())))
+
+
+def as_json(value):
+  """`value` as a JSON file reads back: tuples become lists."""
+  return json.loads(json.dumps(value, default=str))
+
+
+def fingerprint(flat: dict) -> str:
+  """A short hash of a flat config: equal for equal configs."""
+  text = json.dumps(sorted(flat.items()), default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def outcome(workdir: str) -> str | None:
@@ -146,6 +166,7 @@ def train_run(task: Task, devices=None, commit_id=None, began=None) -> dict:
 
   run, config, workdir = task.run, task.config, task.workdir
   began = time.time() if began is None else began
+  planned = fingerprint(planned_config(config))
   result = loop.train_and_evaluate(config, workdir, devices)
   if config.data.name == 'imagenet2012':  # the paper's test (10 crops)
     from resnet_jax.eval import saved_run
@@ -169,6 +190,7 @@ def train_run(task: Task, devices=None, commit_id=None, began=None) -> dict:
     device=used[0].device_kind,
     devices=len(used),
     commit=commit_id or commit(),
+    fingerprint=planned,  # of the config planned (planned.json)
   )
   if jax.process_index() == 0:
     files.write_json(layout.path(workdir, layout.RESULT), record)

@@ -15,7 +15,10 @@ from resnet_jax.config import arguments
 from resnet_jax.config import keys
 from resnet_jax.errors import ConfigError
 from resnet_jax.launch.task import Task
+from resnet_jax.launch.task import as_json
+from resnet_jax.launch.task import fingerprint
 from resnet_jax.launch.task import outcome
+from resnet_jax.launch.task import planned_config
 from resnet_jax.launch.task import read_failure
 from resnet_jax.launch.task import run_task
 from resnet_jax.model import counting
@@ -221,6 +224,67 @@ def plan_runs(
       workdir = os.path.join(root, run.name, f'seed{seed}')
       plan.append(Task(run, seed, config, workdir))
   return plan
+
+
+def _saved_config(workdir: str) -> dict | None:
+  """What a run folder was planned with (planned.json); for a folder from
+  before planned.json, the config its run wrote (config.json)."""
+  planned = files.read_json(layout.path(workdir, layout.PLANNED))
+  if planned is not None:
+    return planned['config']
+  written = files.read_json(layout.path(workdir, layout.CONFIG))
+  return as_json(keys.flatten(written)) if written is not None else None
+
+
+def check_planned(plan, retrain: bool = False, queued=frozenset()) -> list:
+  """Each run folder belongs to one config. A folder planned (or trained)
+  with another config than the plan's is refused in one line naming the
+  run and the first key that differs, or with `retrain` moved aside to
+  WORKDIR.replaced[N] (a run still queued, `queued`, is refused: cancel it
+  first). Then records the plan's config in each folder (planned.json).
+  Returns the workdirs moved aside."""
+  moved = []
+  for task in plan:
+    now = planned_config(task.config)
+    saved = _saved_config(task.workdir)
+    if saved is not None and saved != now:
+      key = next(
+        k
+        for k in sorted(saved.keys() | now.keys())
+        if saved.get(k) != now.get(k)
+      )
+      differs = sum(
+        saved.get(k) != now.get(k) for k in saved.keys() | now.keys()
+      )
+      more = f' (and {differs - 1} more keys)' if differs > 1 else ''
+      what = f'{key}: {saved.get(key)!r} there, {now.get(key)!r} now{more}'
+      if not retrain:
+        raise ConfigError(
+          f'{task.label}: {task.workdir} holds a run of another config '
+          f'({what}); run the same command as before, use another '
+          '--workdir, or add --retrain to train it afresh (the old folder '
+          'is kept beside it)'
+        )
+      if task.workdir in queued:
+        raise ConfigError(
+          f'--retrain: {task.label} is still queued; cancel its job first'
+        )
+      target = f'{task.workdir}.replaced'
+      while os.path.exists(target):
+        target += '_'
+      os.rename(task.workdir, target)
+      print(
+        f'{task.label}: another config ({what}); the old run moved to {target}',
+        file=sys.stderr,
+      )
+      moved.append(task.workdir)
+  for task in plan:
+    now = planned_config(task.config)
+    os.makedirs(task.workdir, exist_ok=True)
+    path = layout.path(task.workdir, layout.PLANNED)
+    if files.read_json(path) is None:
+      files.write_json(path, dict(fingerprint=fingerprint(now), config=now))
+  return moved
 
 
 def teacher_task(task, plan):

@@ -16,6 +16,9 @@ WORKDIR/lock                held by the run that trains there (lock.py)
 WORKDIR/result.json         a finished run of `reproduce`; responses.json
                             its Figure 7 statistics; experiment.json (in
                             an experiment's folder) the command
+WORKDIR/planned.json        the config `reproduce` planned the run with
+                            (and its fingerprint): a rerun with another
+                            is refused
 WORKDIR/slices.json         each slice of a run of `reproduce` (a start
                             and its requeues): start, end, how it ended
 WORKDIR/failure.json        a run of `reproduce` that failed: its one-line
@@ -41,6 +44,7 @@ RESPONSES = 'responses.json'
 EXPERIMENT = 'experiment.json'
 FAILURE = 'failure.json'
 SLICES = 'slices.json'
+PLANNED = 'planned.json'
 LOG = 'log.txt'
 
 
