@@ -13,6 +13,11 @@ class ConfigError(ValueError):
   """
 
 
+class InUse(ConfigError):
+  """A workdir that another run (or sweep command) holds: the refused one
+  leaves no trace there, above all no failure over a run that trains."""
+
+
 class Stopped(Exception):
   """A run that stopped on purpose (preemption, divergence): its message is
   printed on one line and the program exits with `exit_code`."""

@@ -24,7 +24,9 @@ import time
 
 from resnet_jax.errors import ConfigError
 from resnet_jax.errors import Stopped
+from resnet_jax.launch import progress
 from resnet_jax.launch import task as tasks
+from resnet_jax.run import lock
 
 # libtpu's chip bounds of one process by its number of chips (a host's
 # 2x2 or 2x4 chips, as JAX's docs on several processes per TPU VM have).
@@ -167,11 +169,14 @@ def _last_line(path: str) -> str:
 
 def _ended(running: _Running, code: int, stopping: bool) -> str:
   """The outcome of a task whose process ended with `code`: 'finished',
-  'failed' (failure.json written, by the run or here) or 'stopped'."""
+  'failed' (failure.json written, by the run or here), 'stopped', or
+  'busy' (another run holds its folder: nothing written there)."""
   task = running.task
   found = tasks.outcome(task.workdir)
   if found is not None:
     return found
+  if code == tasks.IN_USE_EXIT:
+    return 'busy'
   if stopping and (code < 0 or code > 128):
     return 'stopped'  # saved at our SIGTERM: the same command resumes it
   if code < 0 or code > 128:
@@ -184,8 +189,9 @@ def _ended(running: _Running, code: int, stopping: bool) -> str:
   return 'failed'
 
 
-def run_all(task_list, jobs: int, per_job: int | None, task_dir: str,
-            poll_s: float = 0.5) -> dict:
+def run_all(
+  task_list, jobs: int, per_job: int | None, task_dir: str, poll_s: float = 0.5
+) -> dict:
   """Runs every task, `jobs` at a time; returns {workdir: outcome}.
   Raises Stopped (after every running task has saved) on SIGTERM/SIGINT."""
   free = slots(jobs, per_job)
@@ -193,6 +199,7 @@ def run_all(task_list, jobs: int, per_job: int | None, task_dir: str,
   running: list[_Running] = []
   outcomes = {}
   stop = []
+  shown = progress.bar(len(queue))
 
   def on_signal(signum, frame):
     del frame
@@ -213,9 +220,8 @@ def run_all(task_list, jobs: int, per_job: int | None, task_dir: str,
         tasks.save(task, task_file)
         r = _Running(task, free.pop(0), task_file)
         running.append(r)
-        print(
-          f'{task.label}: started on {r.slot.name} (log: {task.log})',
-          file=sys.stderr,
+        progress.say(
+          shown, f'{task.label}: started on {r.slot.name} (log: {task.log})'
         )
       time.sleep(poll_s)
       for r in [r for r in running if r.process.poll() is not None]:
@@ -224,10 +230,13 @@ def run_all(task_list, jobs: int, per_job: int | None, task_dir: str,
         free.append(r.slot)
         found = _ended(r, r.process.returncode, bool(stop))
         outcomes[r.task.workdir] = found
-        _report(r, found)
+        progress.say(shown, _report(r, found))
+        progress.ended(shown)
   finally:
     for s, handler in previous.items():
       signal.signal(s, handler)
+    if shown is not None:
+      shown.close()
   if stop:
     raise Stopped(
       f'{signal.Signals(stop[0]).name}: the runs started have saved '
@@ -237,11 +246,28 @@ def run_all(task_list, jobs: int, per_job: int | None, task_dir: str,
   return outcomes
 
 
-def _report(r: _Running, found: str):
+def _report(r: _Running, found: str) -> str:
   took = f'{time.time() - r.start:.0f} s'
   if found == 'failed':
     failure = tasks.read_failure(r.task.workdir) or {}
     detail = f'failed: {failure.get("error", "")} (log: {r.task.log})'
+  elif found == 'busy':
+    detail = f'not trained: {_last_line(r.task.log).removeprefix("error: ")}'
   else:
     detail = found
-  print(f'{r.task.label}: {detail} ({took})', file=sys.stderr)
+  return f'{r.task.label}: {detail} ({took})'
+
+
+def describe(workdir: str) -> str:
+  """A run's state read from its folder (--status of the local launcher):
+  finished, failed with its error, training (its folder held) or stopped
+  at its step, or not started."""
+  found = tasks.outcome(workdir)
+  if found == 'failed':
+    return f'failed: {(tasks.read_failure(workdir) or {}).get("error", "")}'
+  if found == 'finished':
+    return found
+  step = tasks.last_step(workdir)
+  if lock.held_elsewhere(workdir):
+    return 'running' + (f', at step {step}' if step is not None else '')
+  return 'not started' if step is None else f'stopped at step {step}'

@@ -31,6 +31,7 @@ from resnet_jax.config import keys
 from resnet_jax.errors import ConfigError
 from resnet_jax.run import files
 from resnet_jax.run import layout
+from resnet_jax.run import lock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +92,25 @@ def outcome(workdir: str) -> str | None:
     return 'finished'
   if os.path.exists(layout.path(workdir, layout.FAILURE)):
     return 'failed'
+  return None
+
+
+def last_step(workdir: str) -> int | None:
+  """The last training step in the run's metrics log, if any."""
+  path = layout.path(workdir, layout.METRICS)
+  try:
+    with open(path, 'rb') as f:
+      f.seek(max(0, os.path.getsize(path) - 65536))
+      lines = f.read().decode(errors='replace').splitlines()
+  except OSError:
+    return None
+  for line in reversed(lines):
+    try:
+      record = json.loads(line)
+    except ValueError:
+      continue
+    if record.get('kind') == 'train':
+      return record['step']
   return None
 
 
@@ -225,6 +245,11 @@ def forget_failure(workdir: str):
     os.remove(path)
 
 
+# The exit status of a task refused by its run's lock (sysexits'
+# EX_TEMPFAIL): another run trains in its folder, and goes on.
+IN_USE_EXIT = 75
+
+
 def run_task(task: Task, devices=None, commit_id=None) -> dict:
   """train_run, leaving failure.json where it fails (and raising on); the
   slice's time is recorded however it ends."""
@@ -232,7 +257,11 @@ def run_task(task: Task, devices=None, commit_id=None) -> dict:
   began = time.time()
   try:
     return train_run(task, devices, commit_id, began)
+  except errors.InUse:
+    raise  # another run holds the folder: nothing of ours to record
   except Exception as e:
+    if lock.held_elsewhere(task.workdir):  # a duplicate, failed beside it
+      raise
     stopped = interrupted(e)
     record_slice(task.workdir, began, 'stopped' if stopped else 'failed')
     if not stopped and jax.process_index() == 0:
@@ -260,7 +289,10 @@ def main(argv):
     file=sys.stderr,
     flush=True,
   )
-  run_task(task)
+  try:
+    run_task(task)
+  except errors.InUse as e:  # its launcher must not call this a failure
+    raise errors.Stopped(str(e), IN_USE_EXIT) from None
 
 
 if __name__ == '__main__':

@@ -13,6 +13,8 @@ WORKDIR/mlflow_run.json     the MLflow run that a run with train.mlflow
                             logs to (continued on resume)
 WORKDIR/checkpoints/STEP/   Orbax checkpoints of the TrainState
 WORKDIR/lock                held by the run that trains there (lock.py)
+ROOT/reproduce.lock         held by the reproduce command that submits to,
+                            trains or waits on an experiment's folder
 WORKDIR/result.json         a finished run of `reproduce`; responses.json
                             its Figure 7 statistics; experiment.json (in
                             an experiment's folder) the command
@@ -39,6 +41,7 @@ TENSORBOARD = 'tensorboard'
 MLFLOW_RUN = 'mlflow_run.json'
 CHECKPOINTS = 'checkpoints'
 LOCK = 'lock'
+SWEEP_LOCK = 'reproduce.lock'  # ROOT/: the command that holds a sweep
 RESULT = 'result.json'
 RESPONSES = 'responses.json'
 EXPERIMENT = 'experiment.json'

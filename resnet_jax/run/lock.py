@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from resnet_jax.errors import ConfigError
+from resnet_jax.errors import InUse
 from resnet_jax.run import layout
 
 NAME = layout.LOCK
@@ -41,16 +42,16 @@ def _holder(path: str) -> str:
   return f'host {who["host"]}, process {who["pid"]}, since {who["since"]}'
 
 
-def _take(workdir: str):
-  """The open, locked lock file, or ConfigError naming its holder."""
-  path = os.path.join(workdir, NAME)
+def _take(workdir: str, name: str = NAME, holder: str = 'another run'):
+  """The open, locked lock file, or InUse naming its holder."""
+  path = os.path.join(workdir, name)
   f = open(path, 'a+')  # never truncated before it is ours
   try:
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
     f.close()
-    raise ConfigError(
-      f'{workdir} is in use by another run ({_holder(path)}): wait for it '
+    raise InUse(
+      f'{workdir} is in use by {holder} ({_holder(path)}): wait for it '
       'to end, or use another --workdir'
     ) from None
   except OSError as e:  # ENOLCK, EOPNOTSUPP: a file system without locks
@@ -90,7 +91,8 @@ def _agree(refusal: str) -> str:
 
 @contextlib.contextmanager
 def hold(workdir: str):
-  """Holds WORKDIR for the block; ConfigError if another run does."""
+  """Holds WORKDIR for the block; InUse (a ConfigError) if another run
+  does."""
   held, refusal = None, ''
   if jax.process_index() == 0:
     try:
@@ -100,7 +102,7 @@ def hold(workdir: str):
   if jax.process_count() > 1:
     refusal = _agree(refusal)
   if refusal:
-    raise ConfigError(refusal)
+    raise InUse(refusal)
   try:
     yield
   finally:
@@ -109,3 +111,38 @@ def hold(workdir: str):
         held.seek(0)
         held.truncate()
       held.close()  # closing drops the lock
+
+
+def held_elsewhere(workdir: str) -> bool:
+  """Whether another process holds WORKDIR now (a run training there):
+  what fails beside it must write nothing there. Asks on this process
+  only, testing the lock for an instant; writes nothing."""
+  try:
+    f = open(os.path.join(workdir, NAME))
+  except OSError:  # no lock file: never held
+    return False
+  with f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return True
+    except OSError:  # a file system without locks: no one holds it
+      return False
+    fcntl.flock(f, fcntl.LOCK_UN)
+  return False
+
+
+@contextlib.contextmanager
+def hold_sweep(root: str):
+  """Holds an experiment's folder for one `reproduce` command (ROOT/
+  reproduce.lock) while it submits, trains or waits: a second command on
+  it is refused, naming the holder. One process, no agreement needed."""
+  os.makedirs(root, exist_ok=True)
+  held = _take(root, layout.SWEEP_LOCK, 'another reproduce command')
+  try:
+    yield
+  finally:
+    with contextlib.suppress(OSError):
+      held.seek(0)
+      held.truncate()
+    held.close()
