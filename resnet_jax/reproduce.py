@@ -13,7 +13,8 @@ Each run trains in WORKDIR/RUN/seedK with the experiment's config and the
 --set overrides; a run with a result.json is finished and skipped, any
 other resumes from its checkpoints. A run folder that holds another config
 than this command's (WORKDIR/RUN/seedK/planned.json) is refused, naming
-the first key that differs; --retrain moves it aside and trains afresh. --steps_scale shrinks every duration
+the first key that differs; --retrain moves it aside and trains afresh.
+--steps_scale shrinks every duration
 (length, learning-rate boundaries, warm-up, log/eval/checkpoint intervals)
 for a quick look. Then WORKDIR/ledger.csv and ledger.md list each run:
 parameters, the paper's error, ours (mean +- std over seeds), steps,
@@ -65,18 +66,22 @@ from resnet_jax.paper.reproduce import markdown
 from resnet_jax.paper.reproduce import plan_runs
 from resnet_jax.paper.reproduce import ready
 from resnet_jax.paper.reproduce import run_plan
-from resnet_jax.paper.reproduce import say_waiting
 from resnet_jax.paper.reproduce import select
+from resnet_jax.paper.reproduce import teacher_task
 from resnet_jax.paper.reproduce import unfinished
 from resnet_jax.run import files
 from resnet_jax.run import layout
+from resnet_jax.run import lock
 
 FLAGS = flags.FLAGS
 
 
-def reproduce_command(name: str, root: str) -> str:
-  """This command line, as the flags have it (for experiment.json)."""
+def reproduce_command(name: str, root: str, launcher: bool = False) -> str:
+  """This command line, as the flags have it (for experiment.json; with
+  `launcher`, its --launcher too, as --collect needs it)."""
   args = [name, f'--workdir={root}', f'--seeds={FLAGS.seeds}']
+  if launcher:
+    args.append(f'--launcher={FLAGS.launcher}')
   if FLAGS.steps_scale != 1:
     args.append(f'--steps_scale={FLAGS.steps_scale:g}')
   args += [f'--set={item}' for item in FLAGS.set]
@@ -171,14 +176,13 @@ def resources():
     coordinator_port=FLAGS.coordinator_port,
     init_timeout_s=FLAGS.init_timeout_s,
     # A CPU task's devices: what XLA_FLAGS, passed on by sbatch, gives it.
-    host_devices=local.host_device_count(os.environ.get('XLA_FLAGS', ''))
-    or 1,
+    host_devices=local.host_device_count(os.environ.get('XLA_FLAGS', '')) or 1,
   )
 
 
 def launch(plan, root: str, name: str) -> bool:
-  """Runs what is unfinished with the chosen launcher; False when it
-  returns before the runs end (--nowait)."""
+  """Runs what is unfinished of experiment `name` with the chosen
+  launcher; False when it returns before the runs end (--nowait)."""
   import jax
 
   if FLAGS.launcher == 'local' and FLAGS.jobs == 1:
@@ -199,38 +203,36 @@ def launch(plan, root: str, name: str) -> bool:
       ),
     )
     return True
-  left = unfinished(plan)
-  while True:
-    now, later = ready(left, plan)
-    submitted = submit_to_slurm(now, root, name)
-    if FLAGS.nowait:
-      say_waiting(later, plan)
-      print(
-        'not waiting (--nowait): run the same command again, or with '
-        '--collect, to write the ledger once the runs end',
-        file=sys.stderr,
-      )
-      return False
-    from resnet_jax.launch import slurm
+  from resnet_jax.launch import slurm_queue
 
-    slurm.wait(submitted, FLAGS.poll_s)
-    left = later
-    if not later or not ready(later, plan)[0]:
-      say_waiting(later, plan)
-      return True
+  submitted = submit_to_slurm(unfinished(plan), plan, root, name)
+  if FLAGS.nowait:
+    print(
+      'not waiting (--nowait): run the same command again, or with '
+      '--collect, to write the ledger once the runs end',
+      file=sys.stderr,
+    )
+    return False
+  slurm_queue.wait(
+    submitted, FLAGS.poll_s, reproduce_command(name, root, launcher=True)
+  )
+  return True
 
 
-def submit_to_slurm(tasks, root: str, name: str) -> list:
-  """Submits the tasks that are not queued already (one job array);
-  returns the job records of all of them, queued before or now."""
+def submit_to_slurm(left, plan, root: str, name: str) -> list:
+  """Submits the tasks that are not queued already: those that can train
+  now as one job array, each distillation student in an array held until
+  its teacher's task has succeeded (afterok). Returns the job records of
+  all of them, queued before or now."""
   from resnet_jax.launch import slurm
+  from resnet_jax.launch import slurm_queue
 
-  queued = slurm.in_queue() or set()
-  dirs = {t.workdir for t in tasks}
+  queue = slurm_queue.in_queue(slurm_queue.SQUEUE_PATIENCE_S) or {}
+  known = {r['workdir']: r for r in slurm.read_jobs(root)}
   waiting = [
-    r
-    for r in slurm.read_jobs(root)
-    if r['workdir'] in dirs and r['job_id'] in queued
+    known[t.workdir]
+    for t in left
+    if t.workdir in known and known[t.workdir]['job_id'] in queue
   ]
   busy = {r['workdir'] for r in waiting}
   for r in waiting:
@@ -238,17 +240,48 @@ def submit_to_slurm(tasks, root: str, name: str) -> list:
       f'{r["run"]} seed {r["seed"]}: already queued as job {r["job_id"]}',
       file=sys.stderr,
     )
-  new = slurm.submit(
-    [t for t in tasks if t.workdir not in busy],
-    root,
-    name,
-    resources(),
-  )
+  todo = [t for t in left if t.workdir not in busy]
+  now, later = ready(todo, plan)
+  submitted = _submit(now, root, name)
+  records = waiting + submitted
+  jobs = {r['workdir']: r['job_id'] for r in records}
+  for r in waiting:  # a student still held on its teacher's last attempt
+    if r.get('teacher') in {s['workdir'] for s in submitted}:
+      slurm_queue.depend(r, jobs[r['teacher']])
+  by_teacher = {}
+  for task in later:  # its teacher is in the plan, not finished
+    teacher = teacher_task(task, plan).workdir
+    if teacher not in jobs:  # failed, neither queued nor submitted now
+      print(
+        f'{task.label}: its teacher has not finished; not submitted',
+        file=sys.stderr,
+      )
+      continue
+    by_teacher.setdefault(jobs[teacher], []).append(task)
+  for job, students in by_teacher.items():
+    records += _submit(students, root, name, after=(job,))
+  return records
+
+
+def _submit(tasks, root: str, name: str, after=()) -> list:
+  """One array, and a line a run: its job, the array index, its log."""
+  from resnet_jax.launch import slurm
+
+  new = slurm.submit(tasks, root, os.path.basename(name), resources(), after)
   if new:
     array = new[0]['job_id'].split('_')[0]
-    print(f'submitted job array {array}: {len(new)} runs', file=sys.stderr)
+    held = f', held until job {after[0]} succeeds' if after else ''
+    print(
+      f'submitted job array {array}: {len(new)} runs{held}', file=sys.stderr
+    )
+    for r in new:
+      print(
+        f'  {r["run"]} seed {r["seed"]}: job {r["job_id"]}, log '
+        f'{os.path.join(r["workdir"], layout.LOG)}',
+        file=sys.stderr,
+      )
     print(f'slurm job {array}')
-  return waiting + new
+  return new
 
 
 def collect(plan, root: str):
@@ -259,23 +292,54 @@ def collect(plan, root: str):
   import jax
 
   jax.config.update('jax_platforms', 'cpu')
+  from resnet_jax.launch import slurm_queue
+
+  queue = slurm_queue.in_queue(slurm_queue.SQUEUE_PATIENCE_S)
+  for record in plan_records(plan, root):
+    slurm_queue.settle(record, queue)
+
+
+def plan_records(plan, root: str) -> list:
+  """The plan's job records in jobs.json, in the plan's order."""
   from resnet_jax.launch import slurm
 
-  queued = slurm.in_queue()
-  dirs = {t.workdir for t in plan}
-  for record in slurm.read_jobs(root):
-    if record['workdir'] in dirs:
-      slurm.settle(record, queued)
+  known = {r['workdir']: r for r in slurm.read_jobs(root)}
+  return [known[t.workdir] for t in plan if t.workdir in known]
 
 
-def queued_workdirs(root: str) -> set:
-  """The run folders of jobs that SLURM still holds (for --retrain)."""
-  if FLAGS.launcher != 'slurm' or not FLAGS.retrain:
-    return set()
+def status(plan, root: str):
+  """--status: each run's state, once; nothing written. SLURM: what the
+  queue and the run folders say of each submitted run; local: what the
+  folders say (a run whose folder is held is training)."""
+  if FLAGS.launcher == 'local':
+    from resnet_jax.launch import local
+
+    for task in plan:
+      print(f'{task.label}: {local.describe(task.workdir)}')
+    return
+  from resnet_jax.launch import slurm_queue
+
+  records = plan_records(plan, root)
+  if not records:
+    print(f'no run of this plan was submitted from {root}', file=sys.stderr)
+    return
+  print(slurm_queue.table(records, slurm_queue.in_queue()))
+
+
+def submitted_workdirs(root: str) -> tuple[set, set]:
+  """The run folders submitted to SLURM from this folder (jobs.json), and
+  those of them that SLURM still holds (asked only for --retrain)."""
+  if FLAGS.launcher != 'slurm':
+    return set(), set()
   from resnet_jax.launch import slurm
+  from resnet_jax.launch import slurm_queue
 
-  queued = slurm.in_queue() or set()
-  return {r['workdir'] for r in slurm.read_jobs(root) if r['job_id'] in queued}
+  records = slurm.read_jobs(root)
+  queued = set()
+  if FLAGS.retrain and records:
+    queue = slurm_queue.in_queue(slurm_queue.SQUEUE_PATIENCE_S) or {}
+    queued = {r['workdir'] for r in records if r['job_id'] in queue}
+  return {r['workdir'] for r in records}, queued
 
 
 def main(argv):
@@ -295,22 +359,32 @@ def main(argv):
     wanted = resources()
     wanted.parameters(argv[1])  # --time and --sbatch checked here
     wanted.check(len(plan))
-    if not (FLAGS.collect or FLAGS.dry_run):
+    if not (FLAGS.status or FLAGS.collect or FLAGS.dry_run):
       slurm.check_environment()
+      slurm.check_fits(wanted)
+  if FLAGS.status:
+    status(plan, root)
+    return
   if FLAGS.dry_run:
     for task in plan:
       print(command(task.run, task.config, task.workdir))
     return
-  check_planned(plan, FLAGS.retrain, queued_workdirs(root))
-  os.makedirs(root, exist_ok=True)
+  with lock.hold_sweep(root):  # one command per experiment folder
+    sweep(argv[1], experiment, plan, root)
+
+
+def sweep(name: str, experiment, plan, root: str):
+  """What the command does with the folder held: the plan checked against
+  its folders, the runs launched or collected, the ledger."""
+  check_planned(plan, FLAGS.retrain, *submitted_workdirs(root))
   meta = layout.path(root, layout.EXPERIMENT)
   if not (FLAGS.collect and os.path.exists(meta)):  # the command that ran
     files.write_json(
       meta,
       dict(
-        experiment=argv[1],
+        experiment=name,
         description=experiment.description,
-        command=reproduce_command(argv[1], root),
+        command=reproduce_command(name, root),
         runs=[run.name for run in experiment.runs],
         seeds=FLAGS.seeds,
         steps_scale=FLAGS.steps_scale,
@@ -318,7 +392,7 @@ def main(argv):
     )
   if FLAGS.collect:
     collect(plan, root)
-  elif not launch(plan, root, os.path.basename(argv[1])):
+  elif not launch(plan, root, name):
     return
   rows = finish(experiment, root, FLAGS.seeds)
   print(markdown(rows))
@@ -366,6 +440,9 @@ def define_flags():
   flags.DEFINE_bool(
     'collect', False, 'Write the ledger from the runs that have ended.'
   )
+  flags.DEFINE_bool(
+    'status', False, "Print each run's state once (nothing is started)."
+  )
   flags.DEFINE_string('partition', None, 'slurm: partition (-p).')
   flags.DEFINE_string('account', None, 'slurm: account (-A).')
   flags.DEFINE_string('qos', None, 'slurm: quality of service (--qos).')
@@ -383,7 +460,9 @@ def define_flags():
   flags.DEFINE_integer(
     'cpus_per_task', 8, 'slurm: CPUs per process (its input pipeline).'
   )
-  flags.DEFINE_float('mem_gb', None, 'slurm: memory per node (default: the cluster\'s).')
+  flags.DEFINE_float(
+    'mem_gb', None, "slurm: memory per node (default: the cluster's)."
+  )
   flags.DEFINE_multi_string(
     'sbatch', [], 'slurm: extra sbatch option KEY=VALUE, e.g. constraint=a100.'
   )
@@ -393,7 +472,7 @@ def define_flags():
   flags.DEFINE_integer(
     'max_requeues',
     30,
-    'slurm: requeues after a time limit a run may take (submitit\'s '
+    "slurm: requeues after a time limit a run may take (submitit's "
     'max_num_timeout; 30 fits 90 ImageNet epochs in 1-day slices).',
   )
   flags.DEFINE_integer(

@@ -251,3 +251,57 @@ def wait_restarted(env, job_id: str, restarts: int = 1, timeout: float = 300):
         return
     time.sleep(0.2)
   raise AssertionError(f'job {job_id} not restarted {restarts} times')
+
+
+def started(tmp_path_factory, nodes: tuple[str, ...] = ()):
+  """A module fixture's body: the cluster started for the module's tests
+  (skipped, saying what to install, where it cannot start)."""
+  import pytest
+
+  why = missing()
+  if why:
+    pytest.skip(f'a SLURM cluster {why}')
+  root = tmp_path_factory.mktemp('slurm')
+  with cluster(str(root), nodes) as env:
+    yield env
+
+
+@contextlib.contextmanager
+def controller_down(env, timeout: float = 60):
+  """slurmctld stopped for the block (squeue, sbatch and scontrol fail as
+  on a controller restart; the jobs run on), then started again from its
+  saved state, its clients answering."""
+  conf = env['SLURM_CONF']
+  _stop([os.path.join(os.path.dirname(conf), 'slurmctld.pid')])
+  try:
+    yield
+  finally:
+    subprocess.run(['slurmctld', '-f', conf], check=True, env=env)
+    deadline = time.time() + timeout
+    while subprocess.run(['squeue'], env=env, capture_output=True).returncode:
+      if time.time() > deadline:
+        raise AssertionError('slurmctld did not come back')
+      time.sleep(0.5)
+
+
+def nodes(env) -> list[str]:
+  """The cluster's node names, as sinfo lists them."""
+  out = subprocess.run(
+    ['sinfo', '--noheader', '--Node', '--format=%N'],
+    env=env, capture_output=True, text=True, check=True,
+  ).stdout
+  return out.split()
+
+
+def scontrol(env, *update: str):
+  """`scontrol update ...` (a node down or resumed, a partition's state)."""
+  subprocess.run(['scontrol', 'update', *update], env=env, check=True)
+
+
+def queue(env) -> list[str]:
+  """The ids of the jobs in the queue (array tasks as JOB_TASK)."""
+  out = subprocess.run(
+    ['squeue', '--noheader', '--array', '--format=%i'],
+    env=env, capture_output=True, text=True, check=True,
+  ).stdout
+  return out.split()

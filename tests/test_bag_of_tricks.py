@@ -173,6 +173,9 @@ def test_reproduce_plans_the_ablation_with_the_papers_numbers(tmp_path):
   }
 
 
+RESULT = dict(error=0.1, steps=1, wall_clock_s=1.0, device='cpu', commit='c')
+
+
 def test_students_train_after_their_teacher_and_wait_when_it_fails(tmp_path):
   experiment = reproduce.select(
     experiments.EXPERIMENTS['bag_of_tricks_cifar'],
@@ -186,7 +189,7 @@ def test_students_train_after_their_teacher_and_wait_when_it_fails(tmp_path):
     for t in tasks:
       if (t.run.name, t.seed) != fails:
         os.makedirs(t.workdir, exist_ok=True)
-        files.write_json(layout.path(t.workdir, layout.RESULT), {})
+        files.write_json(layout.path(t.workdir, layout.RESULT), RESULT)
 
   waiting = reproduce.in_stages(plan, train)
   assert calls == [
@@ -194,6 +197,18 @@ def test_students_train_after_their_teacher_and_wait_when_it_fails(tmp_path):
     [('distill', 0)],
   ]
   assert [(t.run.name, t.seed) for t in waiting] == [('distill', 1)]
+  # The ledger says why the student has not started.
+  failed = tmp_path / 'teacher' / 'seed1'
+  failed.mkdir(parents=True)
+  files.write_json(
+    layout.path(str(failed), layout.FAILURE), dict(error='NaN', log='x')
+  )
+  rows = {r['model']: r for r in reproduce.ledger(experiment, str(tmp_path), 2)}
+  assert rows['distill']['unfinished'] == (
+    'seed 1: not started: its teacher teacher seed 1 failed'
+  )
+  assert rows['baseline']['unfinished'] == ''
+  os.remove(layout.path(str(failed), layout.FAILURE))
   # The teacher of seed 1 finishes: the same command trains its student.
   calls.clear()
   waiting = reproduce.in_stages(plan, lambda tasks: train(tasks, fails=None))

@@ -3,10 +3,14 @@ process on devices of its own, and a job array on a real one-node SLURM
 cluster (tests/slurm_cluster.py), requeued mid-run; both ledgers equal to
 the same runs made one after another, bit for bit."""
 
+import dataclasses
 import json
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -171,13 +175,68 @@ def test_slurm_time_limits_read_as_sbatch_reads_them(monkeypatch):
     slurm.submit([], '/nowhere', 'x', slurm.Resources())
 
 
+SINFO = '''g1|gpu*|64|515000|gpu:a100:8(S:0-1)
+g2|gpu*|64|515000|gpu:a100:8(S:0-1)
+g3|gpu*|32|256000|gpu:4
+c1|cpu|128|1000000+|(null)
+g1|long|64|515000|gpu:a100:8(S:0-1)
+'''
+
+
+def test_a_run_no_node_can_hold_is_refused_before_submitting():
+  """sinfo's nodes of the partition against what each node is asked:
+  SLURM would keep such a run pending (PartitionConfig) forever."""
+  gpu = slurm.read_sinfo(SINFO, None)  # the default partition
+  assert [(n['name'], n['cpus'], n['gpus']) for n in gpu] == [
+    ('g1', 64, 8), ('g2', 64, 8), ('g3', 32, 4)
+  ]
+  assert slurm.read_sinfo(SINFO, 'cpu')[0]['memory_mb'] == 1000000
+  assert [n['name'] for n in slurm.read_sinfo(SINFO, 'long')] == ['g1']
+  fits = slurm.Resources(nodes=2, gpus_per_node=8, cpus_per_task=8)
+  slurm.check_fits(fits, gpu)  # 8 tasks x 8 CPUs, 8 GPUs, on g1 and g2
+  refusals = [
+    (dict(cpus_per_task=9), r'--tasks_per_node=8 x --cpus_per_task=9 asks '
+     r'72 CPUs per node, and the nodes of partition gpu have at most 64: '
+     r'SLURM would hold the runs forever \(PartitionConfig\); lower '
+     r'--cpus_per_task$'),
+    (dict(gpus_per_node=16, tasks_per_node=1), r'--gpus_per_node=16 asks 16 '
+     r'GPUs per node, .* at most 8: .*; lower --gpus_per_node$'),
+    (dict(mem_gb=600), r'--mem_gb=600 asks 614400 MB of memory per node, '
+     r'.* at most 515000'),
+    (dict(nodes=3), r'--nodes=3: partition gpu has 2 nodes with what each '
+     r'node is asked: SLURM would hold'),  # g3 has 4 GPUs only
+  ]
+  for change, message in refusals:
+    with pytest.raises(ConfigError, match=message):
+      slurm.check_fits(dataclasses.replace(fits, **change), gpu)
+  slurm.check_fits(dataclasses.replace(fits, nodes=3, gpus_per_node=4), gpu)
+  slurm.check_fits(dataclasses.replace(fits, nodes=9), [])  # sinfo: no word
+
+
+def test_a_submission_is_never_made_without_its_record():
+  """Ctrl-C or SIGTERM during sbatch and the write of jobs.json waits
+  until both are done, then stops the command as usual."""
+  happened = []
+
+  def on_term(signum, frame):
+    happened.append('signal')
+    raise KeyboardInterrupt
+
+  previous = signal.signal(signal.SIGTERM, on_term)
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      with slurm._signals_held():
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        time.sleep(0.05)
+        happened.append('record written')
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert happened == ['record written', 'signal']
+
+
 @pytest.fixture(scope='module')
 def cluster(tmp_path_factory):
-  why = slurm_cluster.missing()
-  if why:
-    pytest.skip(f'a one-node SLURM cluster {why}')
-  with slurm_cluster.cluster(str(tmp_path_factory.mktemp('slurm'))) as env:
-    yield env
+  yield from slurm_cluster.started(tmp_path_factory)
 
 
 def test_slurm_array_requeued_mid_run_ends_as_sequential(

@@ -106,12 +106,7 @@ def pid_of(run, rank: int) -> int:
 
 @pytest.fixture(scope='module')
 def cluster(tmp_path_factory):
-  why = slurm_cluster.missing()
-  if why:
-    pytest.skip(f'a two-node SLURM cluster {why}')
-  root = tmp_path_factory.mktemp('slurm2')
-  with slurm_cluster.cluster(str(root), NODES) as env:
-    yield env
+  yield from slurm_cluster.started(tmp_path_factory, NODES)
 
 
 @pytest.fixture(scope='module')

@@ -10,6 +10,7 @@ import pytest
 from resnet_jax import processes
 from resnet_jax.errors import ConfigError
 from resnet_jax.launch import slurm
+from resnet_jax.launch import slurm_queue
 
 
 def step_env(procid, ntasks=16, per_node='8(x2)', nodes='gpu[007-008]', **more):
@@ -361,12 +362,12 @@ def test_srun_says_which_task_on_which_node_died(tmp_path):
     'srun: launch/slurm: _step_signal: Terminating StepId=3.0\n'
     'srun: error: rjn1: tasks 0-1: Terminated\n'
   )
-  assert slurm.srun_error(str(log)) == 'task 3 on node rjn2: Killed'
+  assert slurm_queue.srun_error(str(log)) == 'task 3 on node rjn2: Killed'
   log.write_text('srun: error: n7: tasks 0,2-3: Exited with exit code 1\n')
-  assert slurm.srun_error(str(log)) == (
+  assert slurm_queue.srun_error(str(log)) == (
     'tasks 0,2-3 on node n7: Exited with exit code 1'
   )
-  assert slurm.srun_error(str(tmp_path / 'none')) is None
+  assert slurm_queue.srun_error(str(tmp_path / 'none')) is None
 
 
 @pytest.mark.parametrize(

@@ -128,17 +128,21 @@ def test_a_result_belongs_to_its_config(tmp_path):
   sets = [*SAMPLE_SETS, 'train.length=2', 'train.eval_every=2']
   resnet_only = experiments.Experiment('resnet8', TINY.runs[1:])
   plan = reproduce.plan_runs(resnet_only, str(tmp_path), 1, sets, 1.0)
-  assert reproduce.check_planned(plan) == []
+  longer = reproduce.plan_runs(
+    resnet_only, str(tmp_path), 1, [*sets, 'train.length=3'], 1.0
+  )
   workdir = tmp_path / 'resnet8' / 'seed0'
+  # Planned, never started nor submitted: another plan may take it.
+  assert reproduce.check_planned(longer) == []
+  assert reproduce.check_planned(plan) == []
   planned = json.loads((workdir / 'planned.json').read_text())
   assert planned['config']['train.length'] == 2
+  with pytest.raises(ConfigError, match=r'train.length: 2 there, 3 now'):
+    reproduce.check_planned(longer, submitted={str(workdir)})
   reproduce.run_plan(plan)
   result = json.loads((workdir / 'result.json').read_text())
   assert result['fingerprint'] == planned['fingerprint']
   assert reproduce.check_planned(plan) == []  # the same command: fine
-  longer = reproduce.plan_runs(
-    resnet_only, str(tmp_path), 1, [*sets, 'train.length=3'], 1.0
-  )
   with pytest.raises(
     ConfigError,
     match=r'resnet8 seed 0: .*/resnet8/seed0 holds a run of another config '

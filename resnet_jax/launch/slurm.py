@@ -28,15 +28,13 @@ max_num_timeout); after a SIGTERM the cluster requeues it itself. The
 task then starts again and resumes from its checkpoints, bit for bit as
 if never stopped.
 
-Without a SLURM accounting database (sacct), a task's end is read from
-its run folder (result.json, failure.json), submitit's result file, and
-squeue: a task that has left the queue with neither is a failure, whose
-reason is srun's own line (which task, on which node, died of what) where
-srun wrote one.
+Reading the queue and waiting on it: launch/slurm_queue.py.
 """
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -50,6 +48,7 @@ from resnet_jax.config import arguments
 from resnet_jax.errors import ConfigError
 from resnet_jax.launch import task as tasks
 from resnet_jax.run import files
+from resnet_jax.run import layout
 
 JOBS_FILE = 'jobs.json'  # ROOT/slurm/jobs.json: each workdir's last task
 
@@ -287,10 +286,14 @@ def snapshot(root: str) -> str:
 _NOT_COPIED = ('__pycache__', 'samples', 'configs')
 
 
-def submit(task_list, root: str, name: str, resources: Resources) -> list:
+def submit(
+  task_list, root: str, name: str, resources: Resources, after=()
+) -> list:
   """One job array of the tasks, running the package as it is now (a
-  snapshot); records each task's job in jobs.json and returns the
-  records."""
+  snapshot), held until the jobs `after` have succeeded (afterok) where
+  given; records each task's job in jobs.json before Ctrl-C or SIGTERM
+  can interrupt, and returns the records. sbatch's refusal is one line,
+  the earlier failure records kept."""
   submitit = _submitit()
   if not task_list:
     return []
@@ -303,32 +306,163 @@ def submit(task_list, root: str, name: str, resources: Resources) -> list:
     slurm_max_num_timeout=resources.max_requeues,
   )
   params = resources.parameters(name)
-  params['slurm_additional_parameters'] = dict(
-    params['slurm_additional_parameters'], chdir=code
-  )
+  extra = dict(params['slurm_additional_parameters'], chdir=code)
+  if after:
+    extra['dependency'] = 'afterok:' + ':'.join(after)
+  params['slurm_additional_parameters'] = extra
   executor.update_parameters(**params)
-  for t in task_list:  # what the ledger says now is this attempt's
+  # What the ledger says now is this attempt's, unless sbatch refuses.
+  earlier = {t.workdir: tasks.read_failure(t.workdir) for t in task_list}
+  for t in task_list:
     tasks.forget_failure(t.workdir)
-  jobs = executor.submit_array(
-    [SweepTask(t, resources, commit) for t in task_list]
-  )
-  records = [
-    dict(
-      job_id=job.job_id,
-      run=t.run.name,
-      seed=t.seed,
-      workdir=t.workdir,
-      result_file=str(job.paths.result_pickle),
-      slurm_log=str(job.paths.stdout),
-      slurm_errors=str(job.paths.stderr),
-      commit=commit,
-    )
-    for t, job in zip(task_list, jobs)
-  ]
-  known = {r['workdir']: r for r in read_jobs(root)}
-  known.update({r['workdir']: r for r in records})
-  files.write_json(_jobs_path(root), list(known.values()))
+  with _signals_held():
+    try:
+      with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes
+        jobs = executor.submit_array(
+          [SweepTask(t, resources, commit) for t in task_list]
+        )
+    except submitit.core.utils.FailedJobError as e:
+      for workdir, failure in earlier.items():
+        if failure is not None:
+          files.write_json(layout.path(workdir, layout.FAILURE), failure)
+      raise ConfigError(
+        f'sbatch refused the job array: {_sbatch_reason(str(e))}; nothing '
+        'was submitted'
+      ) from None
+    records = [
+      dict(
+        job_id=job.job_id,
+        run=t.run.name,
+        seed=t.seed,
+        workdir=t.workdir,
+        result_file=str(job.paths.result_pickle),
+        slurm_log=str(job.paths.stdout),
+        slurm_errors=str(job.paths.stderr),
+        commit=commit,
+        teacher=t.config.train.get('teacher') or None,
+      )
+      for t, job in zip(task_list, jobs)
+    ]
+    known = {r['workdir']: r for r in read_jobs(root)}
+    known.update({r['workdir']: r for r in records})
+    files.write_json(_jobs_path(root), list(known.values()))
   return records
+
+
+def _sbatch_reason(stderr: str) -> str:
+  """sbatch's last error line, without its prefix."""
+  lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+  last = lines[-1] if lines else 'no reason given'
+  return re.sub(r'^sbatch: error: ', '', last)
+
+
+@contextlib.contextmanager
+def _signals_held():
+  """SIGINT and SIGTERM wait until the block is done: a submission is
+  never made without its record."""
+  held = {signal.SIGINT, signal.SIGTERM}
+  signal.pthread_sigmask(signal.SIG_BLOCK, held)
+  try:
+    yield
+  finally:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+def check_fits(resources: Resources, nodes=None):
+  """Refuses, before submitting, a run that no node of the partition can
+  hold (SLURM would keep it pending for PartitionConfig forever), from
+  sinfo's nodes (`nodes`: its answer, for the tests). Says nothing where
+  sinfo cannot be asked or knows no such partition (sbatch will say)."""
+  if nodes is None:
+    nodes = partition_nodes(resources.partition)
+  if not nodes:
+    return
+  r, partition = resources, nodes[0]['partition']
+  asks = [
+    (
+      'CPUs',
+      r.tasks * r.cpus_per_task,
+      'cpus',
+      f'--tasks_per_node={r.tasks} x --cpus_per_task={r.cpus_per_task}',
+      '--cpus_per_task',
+    ),
+    (
+      'GPUs',
+      r.gpus_per_node,
+      'gpus',
+      f'--gpus_per_node={r.gpus_per_node}',
+      '--gpus_per_node',
+    ),
+  ]
+  if r.mem_gb is not None:
+    asks.append(
+      (
+        'MB of memory',
+        r.mem_gb * 1024,
+        'memory_mb',
+        f'--mem_gb={r.mem_gb:g}',
+        '--mem_gb',
+      )
+    )
+  for what, wanted, key, flag, lower in asks:
+    most = max(n[key] for n in nodes)
+    if wanted > most:
+      raise ConfigError(
+        f'{flag} asks {wanted:g} {what} per node, and the nodes of '
+        f'partition {partition} have at most {most:g}: SLURM would hold '
+        f'the runs forever (PartitionConfig); lower {lower}'
+      )
+  fit = [n for n in nodes if all(w <= n[key] for _, w, key, *_ in asks)]
+  if r.nodes > len(fit):
+    raise ConfigError(
+      f'--nodes={r.nodes}: partition {partition} has {len(fit)} nodes with '
+      'what each node is asked: SLURM would hold the runs forever '
+      '(PartitionConfig); lower --nodes or what a node is asked'
+    )
+
+
+def partition_nodes(partition: str | None) -> list[dict] | None:
+  """sinfo's nodes of `partition` (None: the default one): name, CPUs,
+  memory in MB, GPUs; None where sinfo does not answer."""
+  try:
+    out = subprocess.run(
+      ['sinfo', '--noheader', '--Node', '--format=%N|%P|%c|%m|%G'],
+      capture_output=True,
+      text=True,
+      timeout=60,
+      check=True,
+    ).stdout
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return read_sinfo(out, partition)
+
+
+def read_sinfo(out: str, partition: str | None) -> list[dict]:
+  """The nodes of `partition` (None: the default, starred one) in sinfo's
+  `--Node --format=%N|%P|%c|%m|%G` lines."""
+  nodes = []
+  for line in out.splitlines():
+    parts = line.split('|')
+    if len(parts) != 5:
+      continue
+    name, part, cpus, memory, gres = (p.strip() for p in parts)
+    default = part.endswith('*')
+    part = part.rstrip('*')
+    if part != partition and not (partition is None and default):
+      continue
+    gpus = sum(
+      int(m.group(1)) for m in re.finditer(r'gpu(?::[^:,(]+)?:(\d+)', gres)
+    )
+    nodes.append(
+      dict(
+        name=name,
+        partition=part,
+        cpus=int(cpus),
+        memory_mb=int(re.sub(r'\D.*', '', memory) or 0),
+        gpus=gpus,
+      )
+    )
+  return nodes
 
 
 def _jobs_path(root: str) -> str:
@@ -337,142 +471,3 @@ def _jobs_path(root: str) -> str:
 
 def read_jobs(root: str) -> list:
   return files.read_json(_jobs_path(root)) or []
-
-
-def in_queue() -> set | None:
-  """The job ids (array tasks as JOB_TASK) this user has queued or
-  running, or None where squeue cannot be asked."""
-  try:
-    out = subprocess.run(
-      ['squeue', '--me', '--noheader', '--array', '--format=%i'],
-      capture_output=True,
-      text=True,
-      timeout=120,
-      check=True,
-    ).stdout
-  except (OSError, subprocess.SubprocessError):
-    return None
-  return {line.strip() for line in out.splitlines() if line.strip()}
-
-
-def settle(record: dict, queued: set | None) -> str | None:
-  """A submitted task's outcome: 'finished', 'failed', or None while it
-  is queued or running. A task that left the queue with no result is
-  written down as failed, with submitit's error or the queue's word."""
-  found = tasks.outcome(record['workdir'])
-  if found is not None or queued is None or record['job_id'] in queued:
-    return found
-  task = tasks.Task(_run_of(record), record['seed'], None, record['workdir'])
-  error = _submitit_error(record['result_file'])
-  info = _job_info(record['job_id'])
-  span = _span(info)
-  if span is not None and not _slice_recorded(record['workdir'], span[0]):
-    tasks.add_slice(record['workdir'], *span, 'killed')  # it could not
-  if error is None:
-    state = info.get('JobState', 'unknown (no longer listed)')
-    died = srun_error(record.get('slurm_errors'))
-    error = (
-      f'{died}; srun ended the other tasks (state {state}); see '
-      if died
-      else f'left the queue without a result (state {state}); see '
-    ) + record['slurm_log']
-  tasks.write_failure(task, error)
-  return 'failed'
-
-
-_SRUN_ERROR = re.compile(r'srun: error: (\S+): tasks? ([\d,\-]+): (.+)')
-
-
-def srun_error(path: str | None) -> str | None:
-  """srun's first line about a task that ended badly ('srun: error: n2:
-  task 3: Killed') in the task's last slice (the file is appended to on
-  every requeue), as 'task 3 on node n2: Killed', or None."""
-  if not path or not os.path.exists(path):
-    return None
-  first = None
-  with open(path, errors='replace') as f:
-    for line in f:
-      if 'Starting with JobEnvironment' in line:  # submitit: a new slice
-        first = None
-      elif first is None:
-        first = _SRUN_ERROR.search(line)
-  if first is None:
-    return None
-  node, task_ids, why = first.groups()
-  plural = '' if task_ids.isdigit() else 's'
-  return f'task{plural} {task_ids} on node {node}: {why.strip()}'
-
-
-def _run_of(record: dict):
-  return tasks.PlannedRun(record['run'], '')
-
-
-def _submitit_error(result_file: str) -> str | None:
-  """The last line of the traceback submitit saved, if it saved one."""
-  if not os.path.exists(result_file):
-    return None
-  import pickle
-
-  try:
-    with open(result_file, 'rb') as f:
-      kind, value = pickle.load(f)
-  except Exception:  # a half-written or foreign file
-    return None
-  if kind != 'error':
-    return None
-  lines = [line for line in str(value).splitlines() if line.strip()]
-  return lines[-1].strip()[:300] if lines else 'failed'
-
-
-def _job_info(job_id: str) -> dict:
-  """`scontrol show job`'s KEY=VALUE words ({} where it cannot say)."""
-  try:
-    out = subprocess.run(
-      ['scontrol', 'show', 'job', job_id],
-      capture_output=True,
-      text=True,
-      timeout=60,
-    ).stdout
-  except (OSError, subprocess.SubprocessError):
-    return {}
-  return dict(w.split('=', 1) for w in out.split() if '=' in w)
-
-
-def _span(info: dict) -> tuple[float, float] | None:
-  """The job's last start and its end, as times, where SLURM has both."""
-  try:
-    start, end = (
-      time.mktime(time.strptime(info[k], '%Y-%m-%dT%H:%M:%S'))
-      for k in ('StartTime', 'EndTime')
-    )
-  except (KeyError, ValueError):
-    return None
-  return (start, end) if end >= start else None
-
-
-def _slice_recorded(workdir: str, start: float) -> bool:
-  """Whether the run wrote down the slice that SLURM started at `start`
-  itself (its own clock starts a few seconds later)."""
-  return any(s['start'] >= start - 1 for s in tasks.read_slices(workdir))
-
-
-def wait(records, poll_s: float = 30) -> dict:
-  """Blocks until every record's task has ended; {workdir: outcome}."""
-  outcomes = {}
-  while True:
-    queued = in_queue()
-    if queued is None:
-      raise ConfigError('squeue failed: is this a SLURM login node?')
-    for r in records:
-      if r['workdir'] not in outcomes:
-        found = settle(r, queued)
-        if found is not None:
-          outcomes[r['workdir']] = found
-          detail = found
-          if found == 'failed':
-            failure = tasks.read_failure(r['workdir']) or {}
-            detail = f'failed: {failure.get("error", "")}'
-          print(f'{r["run"]} seed {r["seed"]}: {detail}', file=sys.stderr)
-    if len(outcomes) == len(records):
-      return outcomes
-    time.sleep(poll_s)

@@ -17,6 +17,7 @@ from resnet_jax.errors import ConfigError
 from resnet_jax.launch.task import Task
 from resnet_jax.launch.task import as_json
 from resnet_jax.launch.task import fingerprint
+from resnet_jax.launch.task import last_step
 from resnet_jax.launch.task import outcome
 from resnet_jax.launch.task import planned_config
 from resnet_jax.launch.task import read_failure
@@ -109,7 +110,7 @@ def ledger(experiment: experiments.Experiment, root: str, seeds: int) -> list:
   its one-line error and log."""
   rows = []
   for run in experiment.runs:
-    done, failures = [], []
+    done, failures, unfinished_seeds = [], [], []
     for seed in range(seeds):
       workdir = os.path.join(root, run.name, f'seed{seed}')
       path = layout.path(workdir, layout.RESULT)
@@ -120,6 +121,13 @@ def ledger(experiment: experiments.Experiment, root: str, seeds: int) -> list:
         failures.append(
           f'seed {seed}: {failure["error"]} (log: {failure["log"]})'
         )
+      else:  # queued, training, stopped or never started
+        step = last_step(workdir)
+        where = 'not started' if step is None else f'at step {step}'
+        teacher = os.path.join(root, run.teacher or '', f'seed{seed}')
+        if step is None and run.teacher and read_failure(teacher):
+          where += f': its teacher {run.teacher} seed {seed} failed'
+        unfinished_seeds.append(f'seed {seed}: {where}')
     config = apply_overrides(arguments.load(run.config), run.overrides)
     model = resnet.build(config.model, config.data.num_classes)
     errors_ = [r['error'] for r in done]
@@ -141,6 +149,7 @@ def ledger(experiment: experiments.Experiment, root: str, seeds: int) -> list:
         commit=done[0]['commit'] if done else None,
         failed=len(failures),
         failures='; '.join(failures),
+        unfinished='; '.join(unfinished_seeds),
       )
     )
   return rows
@@ -158,6 +167,8 @@ def markdown(rows) -> str:
     ours = '' if r['error_mean'] is None else f'{r["error_mean"]:.2f}'
     if r.get('failed') and r['error_mean'] is None:
       ours = 'failed'
+    elif r.get('unfinished') and r['error_mean'] is None:
+      ours = 'unfinished'
     if r['error_std'] is not None:
       ours += f' +- {r["error_std"]:.2f}'
     paper = '' if r['paper_error'] is None else f'{r["paper_error"]:.2f}'
@@ -170,9 +181,13 @@ def markdown(rows) -> str:
       f'| {r["device"] or ""} | {r["commit"] or ""} |'
     )
   failed = [r for r in rows if r.get('failed')]
-  if failed:
+  unfinished_rows = [r for r in rows if r.get('unfinished')]
+  if failed or unfinished_rows:
     lines.append('')
-    lines += [f'- {r["model"]} failed, {r["failures"]}' for r in failed]
+  lines += [f'- {r["model"]} failed, {r["failures"]}' for r in failed]
+  lines += [
+    f'- {r["model"]} unfinished, {r["unfinished"]}' for r in unfinished_rows
+  ]
   return '\n'.join(lines) + '\n'
 
 
@@ -226,27 +241,43 @@ def plan_runs(
   return plan
 
 
-def _saved_config(workdir: str) -> dict | None:
-  """What a run folder was planned with (planned.json); for a folder from
-  before planned.json, the config its run wrote (config.json)."""
+# What a run leaves in its folder once it has started (or ended).
+STARTED = (
+  layout.CONFIG,
+  layout.METRICS,
+  layout.CHECKPOINTS,
+  layout.RESULT,
+  layout.FAILURE,
+)
+
+
+def _saved_config(workdir: str, submitted) -> dict | None:
+  """What a run folder was planned with (planned.json), where its run has
+  started or been submitted (a plan that never ran binds nothing); for a
+  folder from before planned.json, the config its run wrote (config.json)."""
   planned = files.read_json(layout.path(workdir, layout.PLANNED))
   if planned is not None:
-    return planned['config']
+    started = workdir in submitted or any(
+      os.path.exists(layout.path(workdir, name)) for name in STARTED
+    )
+    return planned['config'] if started else None
   written = files.read_json(layout.path(workdir, layout.CONFIG))
   return as_json(keys.flatten(written)) if written is not None else None
 
 
-def check_planned(plan, retrain: bool = False, queued=frozenset()) -> list:
-  """Each run folder belongs to one config. A folder planned (or trained)
-  with another config than the plan's is refused in one line naming the
-  run and the first key that differs, or with `retrain` moved aside to
-  WORKDIR.replaced[N] (a run still queued, `queued`, is refused: cancel it
-  first). Then records the plan's config in each folder (planned.json).
-  Returns the workdirs moved aside."""
+def check_planned(
+  plan, retrain: bool = False, submitted=frozenset(), queued=frozenset()
+) -> list:
+  """Each run folder belongs to one config. A folder whose run started,
+  ended or was `submitted` (to SLURM) with another config than the plan's
+  is refused in one line naming the run and the first key that differs,
+  or with `retrain` moved aside to WORKDIR.replaced[N] (a run still
+  `queued` is refused: cancel it first). Then records the plan's config in
+  each folder (planned.json). Returns the workdirs moved aside."""
   moved = []
   for task in plan:
     now = planned_config(task.config)
-    saved = _saved_config(task.workdir)
+    saved = _saved_config(task.workdir, submitted)
     if saved is not None and saved != now:
       key = next(
         k
@@ -282,7 +313,8 @@ def check_planned(plan, retrain: bool = False, queued=frozenset()) -> list:
     now = planned_config(task.config)
     os.makedirs(task.workdir, exist_ok=True)
     path = layout.path(task.workdir, layout.PLANNED)
-    if files.read_json(path) is None:
+    planned = files.read_json(path)
+    if planned is None or planned['config'] != now:  # none, or never ran
       files.write_json(path, dict(fingerprint=fingerprint(now), config=now))
   return moved
 
