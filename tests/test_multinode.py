@@ -164,14 +164,17 @@ def test_two_nodes_train_as_one_process_of_four_devices_every_time(
   assert code.group(1).startswith(str(uninterrupted / 'slurm' / 'code'))
   assert code.group(2) == record['commit'] != 'unknown'
   # One process with the same four devices: the same batches and updates;
-  # only the order of the cross-process sums differs (test_parallel.py's
-  # bounds).
+  # only the order of the cross-process sums differs. That rounding grows
+  # about tenfold every two or three steps (on 2026-12-07: 2e-6 at step 9,
+  # 8e-4 at 14, 1.2e-2 at 23, on another VM than the day's first), so the
+  # first eight steps are held tight, where a wrong batch or update shows
+  # at once, and the thirty loosely.
   ours, alone = read_metrics(run), one_process_of_four(tmp_path / 'one')
   assert [r['step'] for r in ours] == [r['step'] for r in alone]
   assert len(ours) == STEPS
   a, b = ([r['loss'] for r in m] for m in (ours, alone))
-  np.testing.assert_allclose(a[:3], b[:3], rtol=1e-4)
-  np.testing.assert_allclose(a, b, rtol=1e-2)
+  np.testing.assert_allclose(a[:8], b[:8], rtol=1e-4)
+  np.testing.assert_allclose(a, b, rtol=3e-2)
   # The same command on a fresh workdir: bit for bit the same run.
   again = tmp_path / 'again'
   done = reproduce(sweep, again, env=cluster)
