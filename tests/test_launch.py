@@ -210,6 +210,10 @@ def test_a_run_no_node_can_hold_is_refused_before_submitting():
     with pytest.raises(ConfigError, match=message):
       slurm.check_fits(dataclasses.replace(fits, **change), gpu)
   slurm.check_fits(dataclasses.replace(fits, nodes=3, gpus_per_node=4), gpu)
+  # Each ask fits some node, but no node fits both.
+  mixed = slurm.read_sinfo('a|p*|64|9|gpu:4\nb|p*|32|9|gpu:8\n', None)
+  with pytest.raises(ConfigError, match='--nodes=1: partition p has 0 nodes'):
+    slurm.check_fits(dataclasses.replace(fits, nodes=1, cpus_per_task=5), mixed)
   slurm.check_fits(dataclasses.replace(fits, nodes=9), [])  # sinfo: no word
 
 
