@@ -286,11 +286,7 @@ def controller_down(env, timeout: float = 60):
 
 def nodes(env) -> list[str]:
   """The cluster's node names, as sinfo lists them."""
-  out = subprocess.run(
-    ['sinfo', '--noheader', '--Node', '--format=%N'],
-    env=env, capture_output=True, text=True, check=True,
-  ).stdout
-  return out.split()
+  return _words(env, 'sinfo', '--noheader', '--Node', '--format=%N')
 
 
 def scontrol(env, *update: str):
@@ -300,8 +296,11 @@ def scontrol(env, *update: str):
 
 def queue(env) -> list[str]:
   """The ids of the jobs in the queue (array tasks as JOB_TASK)."""
+  return _words(env, 'squeue', '--noheader', '--array', '--format=%i')
+
+
+def _words(env, *command: str) -> list[str]:
   out = subprocess.run(
-    ['squeue', '--noheader', '--array', '--format=%i'],
-    env=env, capture_output=True, text=True, check=True,
+    list(command), env=env, capture_output=True, text=True, check=True
   ).stdout
   return out.split()

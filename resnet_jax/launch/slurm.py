@@ -39,7 +39,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
@@ -424,15 +423,10 @@ def check_fits(resources: Resources, nodes=None):
 def partition_nodes(partition: str | None) -> list[dict] | None:
   """sinfo's nodes of `partition` (None: the default one): name, CPUs,
   memory in MB, GPUs; None where sinfo does not answer."""
-  try:
-    out = subprocess.run(
-      ['sinfo', '--noheader', '--Node', '--format=%N|%P|%c|%m|%G'],
-      capture_output=True,
-      text=True,
-      timeout=60,
-      check=True,
-    ).stdout
-  except (OSError, subprocess.SubprocessError):
+  from resnet_jax.launch import slurm_queue
+
+  out = slurm_queue.sinfo('--format=%N|%P|%c|%m|%G')
+  if out is None:
     return None
   return read_sinfo(out, partition)
 

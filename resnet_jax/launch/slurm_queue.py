@@ -177,25 +177,25 @@ def _hopeless_reason(job: str, reason: str) -> str | None:
   return None
 
 
-def all_nodes_down(partition: str) -> bool:
-  """Whether sinfo says every node of `partition` is down, drained,
-  failed or in maintenance (False where it cannot say)."""
+def sinfo(*args: str) -> str | None:
+  """sinfo's answer, one line a node (`--noheader --Node`), or None where
+  it does not answer."""
   try:
-    out = subprocess.run(
-      [
-        'sinfo',
-        '--noheader',
-        '--Node',
-        f'--partition={partition}',
-        '--format=%t',
-      ],
+    return subprocess.run(
+      ['sinfo', '--noheader', '--Node', *args],
       capture_output=True,
       text=True,
       timeout=60,
       check=True,
     ).stdout
   except (OSError, subprocess.SubprocessError):
-    return False
+    return None
+
+
+def all_nodes_down(partition: str) -> bool:
+  """Whether sinfo says every node of `partition` is down, drained,
+  failed or in maintenance (False where it cannot say)."""
+  out = sinfo(f'--partition={partition}', '--format=%t') or ''
   states = [line.strip().rstrip('*~#$@!%^-') for line in out.splitlines()]
   return bool(states) and all(s.startswith(DOWN_STATES) for s in states)
 
