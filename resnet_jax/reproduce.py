@@ -227,7 +227,8 @@ def submit_to_slurm(left, plan, root: str, name: str) -> list:
   from resnet_jax.launch import slurm
   from resnet_jax.launch import slurm_queue
 
-  queue = slurm_queue.in_queue(slurm_queue.SQUEUE_PATIENCE_S) or {}
+  # Without the queue's word a queued run would be submitted again.
+  queue = slurm_queue.answered('Nothing was submitted.')
   known = {r['workdir']: r for r in slurm.read_jobs(root)}
   waiting = [
     known[t.workdir]
@@ -337,7 +338,7 @@ def submitted_workdirs(root: str) -> tuple[set, set]:
   records = slurm.read_jobs(root)
   queued = set()
   if FLAGS.retrain and records:
-    queue = slurm_queue.in_queue(slurm_queue.SQUEUE_PATIENCE_S) or {}
+    queue = slurm_queue.answered('Nothing was moved aside.')
     queued = {r['workdir'] for r in records if r['job_id'] in queue}
   return {r['workdir'] for r in records}, queued
 

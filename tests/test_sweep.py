@@ -12,11 +12,11 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
+from resnet_jax.errors import ConfigError
 from resnet_jax.launch import slurm
 from resnet_jax.launch import slurm_queue
 from resnet_jax.paper import experiments
@@ -189,6 +189,11 @@ def test_one_sweep_per_folder_a_watchable_wait_and_ctrl_c(cluster, sweep,
     started = time.time()
     assert slurm_queue.in_queue(patience_s=3, pause_s=1) is None
     assert 2 <= time.time() - started < 30
+    # Before submitting, silence is an error: nothing queued is assumed.
+    monkeypatch.setattr(slurm_queue, 'SQUEUE_PATIENCE_S', 1)
+    with pytest.raises(ConfigError, match=r'^squeue has not answered for 1 s:'
+                       r' is this a SLURM login node\? Nothing was submitted'):
+      slurm_queue.answered('Nothing was submitted.')
     time.sleep(5)
   assert waiting.poll() is None
   # --status: the same table, once, nothing written or held.
@@ -210,11 +215,7 @@ def test_one_sweep_per_folder_a_watchable_wait_and_ctrl_c(cluster, sweep,
   (twice,) = slurm.submit(plan, str(tmp_path / 'twice'), 'twice', wanted)
   wait_for(lambda: twice['job_id'] not in slurm_queue.run_squeue(),
            'the second job ends', timeout=300)
-  settled = slurm_queue.settle(twice, slurm_queue.run_squeue())
-  if settled != 'busy' and sys.version_info >= (3, 12):
-    pytest.xfail('the duplicate job settles failed on the newest stack '
-                 '(seen 2026-12-07, not yet understood: issue 46 note)')
-  assert settled == 'busy'
+  assert slurm_queue.settle(twice, slurm_queue.run_squeue()) == 'busy'
   refusal = slurm_queue._submitit_error(twice['result_file'])
   assert refusal.startswith(
     f'resnet_jax.errors.InUse: {run} is in use by another run (host '

@@ -45,6 +45,7 @@ import time
 from resnet_jax import processes
 from resnet_jax.config import arguments
 from resnet_jax.errors import ConfigError
+from resnet_jax.launch import slurm_queue
 from resnet_jax.launch import task as tasks
 from resnet_jax.run import files
 from resnet_jax.run import layout
@@ -423,8 +424,6 @@ def check_fits(resources: Resources, nodes=None):
 def partition_nodes(partition: str | None) -> list[dict] | None:
   """sinfo's nodes of `partition` (None: the default one): name, CPUs,
   memory in MB, GPUs; None where sinfo does not answer."""
-  from resnet_jax.launch import slurm_queue
-
   out = slurm_queue.sinfo('--format=%N|%P|%c|%m|%G')
   if out is None:
     return None

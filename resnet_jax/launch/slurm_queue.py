@@ -109,6 +109,18 @@ def depend(record: dict, job: str):
   print(f'{label(record)}: now held until job {job} succeeds', file=sys.stderr)
 
 
+def answered(then: str) -> dict:
+  """in_queue's answer within SQUEUE_PATIENCE_S, or one line saying that
+  squeue is silent, ending with `then` (what becomes of the jobs)."""
+  queue = in_queue(SQUEUE_PATIENCE_S)
+  if queue is None:
+    raise ConfigError(
+      f'squeue has not answered for {SQUEUE_PATIENCE_S} s: is this a '
+      f'SLURM login node? {then}'
+    )
+  return queue
+
+
 def job_info(job_id: str) -> dict:
   """`scontrol show job`'s KEY=VALUE words ({} where it cannot say)."""
   try:
@@ -312,12 +324,7 @@ def wait(records, poll_s: float = 30, collect_command: str = '') -> dict:
   previous = signal.signal(signal.SIGTERM, _interrupt)
   try:
     while True:
-      queue = in_queue(SQUEUE_PATIENCE_S)
-      if queue is None:
-        raise ConfigError(
-          f'squeue has not answered for {SQUEUE_PATIENCE_S} s: is this a '
-          'SLURM login node? The jobs go on; ' + _then(collect_command)
-        )
+      queue = answered('The jobs go on; ' + _then(collect_command))
       for r in records:
         if r['workdir'] in outcomes:
           continue

@@ -124,8 +124,8 @@ def ledger(experiment: experiments.Experiment, root: str, seeds: int) -> list:
       else:  # queued, training, stopped or never started
         step = last_step(workdir)
         where = 'not started' if step is None else f'at step {step}'
-        teacher = os.path.join(root, run.teacher or '', f'seed{seed}')
-        if step is None and run.teacher and read_failure(teacher):
+        teacher = run.teacher and os.path.join(root, run.teacher, f'seed{seed}')
+        if step is None and teacher and read_failure(teacher):
           where += f': its teacher {run.teacher} seed {seed} failed'
         unfinished_seeds.append(f'seed {seed}: {where}')
     config = apply_overrides(arguments.load(run.config), run.overrides)
@@ -275,8 +275,9 @@ def check_planned(
   `queued` is refused: cancel it first). Then records the plan's config in
   each folder (planned.json). Returns the workdirs moved aside."""
   moved = []
+  planned = {task.workdir: planned_config(task.config) for task in plan}
   for task in plan:
-    now = planned_config(task.config)
+    now = planned[task.workdir]
     saved = _saved_config(task.workdir, submitted)
     if saved is not None and saved != now:
       key = next(
@@ -309,12 +310,11 @@ def check_planned(
         file=sys.stderr,
       )
       moved.append(task.workdir)
-  for task in plan:
-    now = planned_config(task.config)
-    os.makedirs(task.workdir, exist_ok=True)
-    path = layout.path(task.workdir, layout.PLANNED)
-    planned = files.read_json(path)
-    if planned is None or planned['config'] != now:  # none, or never ran
+  for workdir, now in planned.items():
+    os.makedirs(workdir, exist_ok=True)
+    path = layout.path(workdir, layout.PLANNED)
+    there = files.read_json(path)
+    if there is None or there['config'] != now:  # none, or never ran
       files.write_json(path, dict(fingerprint=fingerprint(now), config=now))
   return moved
 

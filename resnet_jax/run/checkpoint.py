@@ -65,9 +65,7 @@ def _write_each_array_whole():
   if type_handlers.get_type_handler(jax.Array) is _WHOLE_ARRAYS:
     return
   with _quiet('Type handler registry type'):
-    type_handlers.register_type_handler(
-      jax.Array, _WHOLE_ARRAYS, override=True
-    )
+    type_handlers.register_type_handler(jax.Array, _WHOLE_ARRAYS, override=True)
 
 
 class _DropNotice(logging.Filter):

@@ -107,10 +107,15 @@ def hold(workdir: str):
     yield
   finally:
     if held is not None:
-      with contextlib.suppress(OSError):  # a full disk must not mask
-        held.seek(0)
-        held.truncate()
-      held.close()  # closing drops the lock
+      _release(held)
+
+
+def _release(held):
+  """Empties the holder's line and drops the lock (closing drops it)."""
+  with contextlib.suppress(OSError):  # a full disk must not mask an error
+    held.seek(0)
+    held.truncate()
+  held.close()
 
 
 def held_elsewhere(workdir: str) -> bool:
@@ -142,7 +147,4 @@ def hold_sweep(root: str):
   try:
     yield
   finally:
-    with contextlib.suppress(OSError):
-      held.seek(0)
-      held.truncate()
-    held.close()
+    _release(held)
